@@ -1,0 +1,176 @@
+"""Training losses: L_simple, the VLB and their hybrid; per-timestep weightings; timestep sampling, uniform or
+importance-sampled from an explicit loss-history pytree (Nichol & Dhariwal 2021, sec. 3.3).
+
+Shapes: x0 [B, H, W, C] float32 in [-1, 1]; t int32 [B]; per-example terms [B].
+"""
+
+from __future__ import annotations
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from ddpm_jax import diffusion
+from ddpm_jax.diffusion import check_choice, mean_flat
+from ddpm_jax.schedules import Schedule
+
+LOSS_TYPES = ("mse", "kl", "hybrid")
+WEIGHTINGS = ("none", "min_snr", "p2")
+
+
+def mse_weight(sched: Schedule, t, prediction: str, weighting: str, *, min_snr_gamma=5.0, p2_k=1.0, p2_gamma=1.0):
+    """Per-example weight [B] of the MSE on the `prediction` target.
+
+    "none": 1 (Ho's L_simple). "min_snr" (Hang et al. 2023): min(SNR, gamma) in x_0-error units, i.e.
+    min(SNR, gamma) / SNR for eps, min(SNR, gamma) for x0, min(SNR, gamma) / (SNR + 1) for v.
+    "p2" (Choi et al. 2022): 1 / (k + SNR)^gamma on the eps error; for x0 and v the same weighting carried
+    over by ||eps err||^2 = SNR ||x0 err||^2 = SNR / (1 + SNR) ||v err||^2.
+    """
+    check_choice("weighting", weighting, WEIGHTINGS)
+    check_choice("prediction", prediction, diffusion.PREDICTIONS)
+    snr = jnp.exp(sched.log_snr[t])
+    if weighting == "none":
+        return jnp.ones_like(snr)
+    if weighting == "min_snr":
+        # min(SNR, gamma) / SNR written as min(1, gamma / SNR): finite at SNR = 0 (zero terminal SNR).
+        per_target = {
+            "eps": jnp.minimum(1.0, min_snr_gamma / snr),
+            "x0": jnp.minimum(snr, min_snr_gamma),
+            "v": jnp.minimum(snr, min_snr_gamma) / (snr + 1.0),
+        }
+    else:
+        p2 = (p2_k + snr) ** -p2_gamma
+        per_target = {"eps": p2, "x0": snr * p2, "v": snr / (snr + 1.0) * p2}
+    return per_target[prediction]
+
+
+def training_losses(
+    model_fn,
+    sched: Schedule,
+    x0,
+    t,
+    noise,
+    *,
+    prediction: str = "eps",
+    variance: str = "fixed_small",
+    loss_type: str = "mse",
+    weighting: str = "none",
+    hybrid_lambda: float = 1e-3,
+    min_snr_gamma: float = 5.0,
+    p2_k: float = 1.0,
+    p2_gamma: float = 1.0,
+):
+    """Per-example loss terms at given t and noise: dict(loss [B], and mse [B] and/or vlb [B]).
+
+    "mse": weighted mean squared error on the prediction target (Ho eq. 14, L_simple).
+    "kl": L_vlb = T * L_t in bits/dim, whose expectation over uniform t is the VLB less the prior (ND sec. 3.1).
+    "hybrid": L_simple + lambda * L_vlb with the predicted mean stopped in L_vlb, so the VLB trains only the
+      learned variance (ND eq. 16, lambda = 0.001; this equals their code's RESCALED_MSE loss).
+    `learned_range` trains its variance only through a VLB: it needs "kl" or "hybrid"; "hybrid" needs it.
+    """
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    check_choice("variance", variance, diffusion.VARIANCES)
+    if variance == "learned_range" and loss_type == "mse":
+        raise ValueError("variance='learned_range' is trained by the VLB: use loss_type 'hybrid' or 'kl', not 'mse'.")
+    if loss_type == "hybrid" and variance != "learned_range":
+        raise ValueError(
+            f"loss_type='hybrid' trains a learned variance; it needs variance='learned_range', got {variance!r}."
+        )
+    if loss_type == "kl" and weighting != "none":
+        raise ValueError(f"weighting={weighting!r} applies to the MSE; loss_type='kl' needs weighting='none'.")
+    x_t = diffusion.q_sample(sched, x0, t, noise)
+    model_output = model_fn(x_t, t)
+    vlb_options = dict(prediction=prediction, variance=variance, clip_denoised=False)
+    T = sched.num_timesteps
+
+    if loss_type == "kl":
+        vlb = T * diffusion.vlb_term_bpd(sched, model_output, x0, x_t, t, **vlb_options)
+        return dict(loss=vlb, vlb=vlb)
+
+    pred, var_values = diffusion.split_model_output(model_output, x_t, variance)
+    target = diffusion.prediction_target(sched, x0, noise, t, prediction)
+    weight = mse_weight(
+        sched, t, prediction, weighting, min_snr_gamma=min_snr_gamma, p2_k=p2_k, p2_gamma=p2_gamma
+    )
+    mse = weight * mean_flat((target - pred) ** 2)
+    if loss_type == "mse":
+        return dict(loss=mse, mse=mse)
+    frozen = jnp.concatenate([jax.lax.stop_gradient(pred), var_values], axis=-1)
+    vlb = T * diffusion.vlb_term_bpd(sched, frozen, x0, x_t, t, **vlb_options)
+    return dict(loss=mse + hybrid_lambda * vlb, mse=mse, vlb=vlb)
+
+
+# ---------------------------------------------------------------- timestep sampling
+
+HISTORY_LENGTH = 10  # losses remembered per timestep (ND's LossSecondMomentResampler)
+UNIFORM_PROB = 1e-3  # probability mass mixed in uniformly
+
+
+@flax.struct.dataclass
+class ImportanceState:
+    """Loss history for importance sampling of t: history float32 [T, 10] (a ring buffer), counts int32 [T]."""
+
+    history: jnp.ndarray
+    counts: jnp.ndarray
+
+    @classmethod
+    def create(cls, num_timesteps: int) -> "ImportanceState":
+        return cls(
+            history=jnp.zeros((num_timesteps, HISTORY_LENGTH), jnp.float32),
+            counts=jnp.zeros((num_timesteps,), jnp.int32),
+        )
+
+    def is_warm(self) -> jnp.ndarray:
+        """True once every timestep has a full history; until then t is sampled uniformly."""
+        return jnp.all(self.counts >= HISTORY_LENGTH)
+
+    def probabilities(self) -> jnp.ndarray:
+        """p_t proportional to sqrt(E[L_t^2]), mixed with 0.001 of uniform; uniform until warm. float32 [T]."""
+        T = self.counts.shape[0]
+        rms = jnp.sqrt(jnp.mean(self.history**2, axis=-1))
+        p = rms / jnp.sum(rms) * (1.0 - UNIFORM_PROB) + UNIFORM_PROB / T
+        return jnp.where(self.is_warm(), p, jnp.full((T,), 1.0 / T))
+
+    def update(self, t, losses) -> "ImportanceState":
+        """Record per-example losses [N] at their timesteps t [N] (gather them over devices first)."""
+
+        def record(state, item):
+            history, counts = state
+            t_i, loss_i = item
+            history = history.at[t_i, counts[t_i] % HISTORY_LENGTH].set(loss_i)
+            return (history, counts.at[t_i].add(1)), None
+
+        (history, counts), _ = jax.lax.scan(
+            record, (self.history, self.counts), (t.astype(jnp.int32), losses.astype(jnp.float32))
+        )
+        # Keep counts bounded without changing their residue mod HISTORY_LENGTH (the ring-buffer slot).
+        counts = jnp.where(counts >= HISTORY_LENGTH, HISTORY_LENGTH + counts % HISTORY_LENGTH, counts)
+        return ImportanceState(history=history, counts=counts)
+
+
+def sample_timesteps(rng, batch_size: int, num_timesteps: int, importance: ImportanceState | None = None):
+    """Draw t [B] int32 and importance weights [B] = 1 / (T p_t) (ones for uniform sampling).
+
+    With weights, mean(weights * L_t) is an unbiased estimate of the uniform-t mean of L_t (ND sec. 3.3).
+    """
+    if importance is None:
+        t = jax.random.randint(rng, (batch_size,), 0, num_timesteps, dtype=jnp.int32)
+        return t, jnp.ones((batch_size,), jnp.float32)
+    p = importance.probabilities()
+    t = jax.random.choice(rng, num_timesteps, (batch_size,), p=p).astype(jnp.int32)
+    return t, 1.0 / (num_timesteps * p[t])
+
+
+def training_loss(
+    model_fn, sched: Schedule, x0, rng, *, importance: ImportanceState | None = None, **loss_options
+):
+    """The scalar training loss and its parts: (loss, aux) with aux = dict(terms..., t [B]).
+
+    Draws t (uniform, or from `importance`) and the noise from `rng`; `loss_options` go to
+    `training_losses`. loss = mean over the batch of importance weight * per-example loss.
+    """
+    t_key, noise_key = jax.random.split(rng)
+    t, weights = sample_timesteps(t_key, x0.shape[0], sched.num_timesteps, importance)
+    noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+    terms = training_losses(model_fn, sched, x0, t, noise, **loss_options)
+    return jnp.mean(weights * terms["loss"]), dict(terms, t=t)

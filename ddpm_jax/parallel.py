@@ -1,0 +1,45 @@
+"""Everything about devices: the data-parallel axis, pmap, replication and sharding of host arrays.
+
+The strategy is plain data parallelism: params replicated on every local device, each device a slice of the
+batch, gradients and metrics averaged with `lax.pmean` over the axis named `AXIS`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+
+AXIS = "data"
+
+
+def pmap(fn: Callable, *, in_axes=0, devices: Sequence | None = None, donate_argnums=()) -> Callable:
+    """jax.pmap of `fn` over `devices` (default: all local devices) with the data axis named `AXIS`."""
+    return jax.pmap(fn, axis_name=AXIS, in_axes=in_axes, devices=devices, donate_argnums=donate_argnums)
+
+
+def replicate(tree, devices: Sequence | None = None):
+    """Copy a pytree onto each device: leaves get a leading device axis."""
+    devices = devices or jax.local_devices()
+    return jax.device_put_replicated(tree, list(devices))
+
+
+def unreplicate(tree):
+    """The first device's copy of a replicated pytree, as host numpy arrays."""
+    return jax.tree_util.tree_map(lambda x: np.asarray(x[0]), tree)
+
+
+def shard(batch, num_devices: int | None = None):
+    """Reshape host arrays [N, ...] to [devices, N // devices, ...]; N must divide over the devices."""
+    num_devices = num_devices or jax.local_device_count()
+
+    def split(x):
+        if x.shape[0] % num_devices:
+            raise ValueError(
+                f"a batch of {x.shape[0]} does not divide over {num_devices} devices; "
+                f"use a batch size that is a multiple of {num_devices}."
+            )
+        return x.reshape((num_devices, x.shape[0] // num_devices) + x.shape[1:])
+
+    return jax.tree_util.tree_map(split, batch)
