@@ -1,0 +1,529 @@
+"""One input pipeline, whatever the source: tfds datasets, local arrays, the embedded default.
+
+Every source is first loaded into host memory as uint8 arrays (`load_arrays`); one numpy pipeline
+(`Pipeline`, built by `make_iterator`) then shuffles, repeats, flips, splits per host and shapes the batches
+for the devices:
+
+    batch = {"image": float32 [num_local_devices, per_device_batch, H, W, C] in [-1, 1],
+             "label": int32   [num_local_devices, per_device_batch]}        # only if the source has labels
+
+Sources (the `source` string):
+
+* ``"digits"`` (the default, embedded, offline): scikit-learn's bundled 8x8 handwritten digits
+  (`sklearn.datasets.load_digits`, 1797 images, pixel values 0..16), labels 0..9, images [N, 8, 8, 1].
+  They are kept as uint8 0..16 with ``max_value=16`` and mapped to [-1, 1] exactly as v / 16 * 2 - 1.
+  Deterministic split: ``"train"`` = the first 1500 images, ``"test"`` = the last 297.
+* a tensorflow-datasets name: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"celeb_a"``, or any tfds
+  dataset with a fixed-shape uint8 ``image`` feature (labels from ``label`` when present). Loaded with
+  ``tfds.builder(name, data_dir=data_dir)``; the data must already be prepared in ``data_dir`` (this module
+  never downloads), else `DatasetNotFoundError` says where tfds looked and how to provide it. Any tfds split
+  string works (``"train"``, ``"test"``, ``"train[:10%]"``, ...).
+  ``celeb_a``: the 218x178 (HxW) aligned faces are center-cropped to 140x140 (rows 39..178, columns 19..158)
+  and resized to 64x64 (bilinear with antialiasing, rounded back to uint8), as in the DDIM / score_sde code.
+* local arrays: ``"npz:/path/file.npz"`` or ``"npy:/path/file.npy"`` (a bare path ending in .npz / .npy
+  works too). An .npz holds ``x_train``/``y_train``/``x_test``/``y_test`` (split ``"train"`` reads
+  ``x_train`` and, if present, ``y_train``), or a single set ``images`` (+ optional ``labels``) that is only
+  available as split ``"train"``. An .npy holds images only, split ``"train"``. Images must be uint8
+  [N, H, W] (grayscale, becomes [N, H, W, 1]) or [N, H, W, C]; labels integer [N].
+  A local MNIST copy: ``np.savez("mnist.npz", x_train=..., y_train=..., x_test=..., y_test=...)``.
+
+Order, randomness and resuming. The whole dataset (all hosts together) is read as one endless stream:
+epoch e is the permutation ``np.random.default_rng([seed, e]).permutation(N)``, epochs are concatenated,
+and global batch k is stream elements [k * G, (k + 1) * G) for global batch size G (a batch may straddle an
+epoch boundary, so nothing is dropped and every epoch visits every example exactly once). Host p of P takes
+rows [p * G / P, (p + 1) * G / P) of each global batch, so hosts are disjoint and together cover the dataset;
+the global batches do not depend on the number of hosts or devices. The horizontal flip of the element at
+position i of epoch e is ``np.random.default_rng([seed, e, 1]).random(N)[i] < 0.5``. Hence every batch is a
+pure function of (seed, position), and the position ``{"epoch": e, "index": i}`` (i = next stream element
+within epoch e; the same on all hosts) is the whole state: a checkpoint stores `Pipeline.state()` and
+``make_iterator(..., state=saved)`` continues with exactly the batch the original would have yielded next.
+
+Memory: sources are held in host memory as uint8 (mnist 47 MB, cifar10 150 MB, celeb_a train after the
+64x64 resize about 2 GB; every host holds the whole dataset). Datasets whose images have no fixed shape
+(other than celeb_a) are rejected rather than silently resized.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import weakref
+from typing import Any, Iterator, Mapping, NamedTuple
+
+import numpy as np
+
+BUILTIN_DATASETS = ("digits", "mnist", "fashion_mnist", "cifar10", "celeb_a")
+DIGITS_NUM_TEST = 297
+
+_CELEBA_CROP = 140
+_CELEBA_SIZE = 64
+
+
+class DatasetNotFoundError(ValueError):
+    """A tfds dataset is not prepared in `data_dir` and this module will not download it."""
+
+
+class Arrays(NamedTuple):
+    """A dataset split in host memory.
+
+    images: uint8 [N, H, W, C], values 0..max_value.
+    labels: int32 [N], or None when the source has no labels.
+    max_value: the pixel value that maps to +1 (255 for ordinary images, 16 for "digits").
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    max_value: int = 255
+
+
+def to_float(images: np.ndarray, max_value: int = 255) -> np.ndarray:
+    """uint8 [..., H, W, C] in 0..max_value -> float32 in [-1, 1]: v / (max_value / 2) - 1 (255: v/127.5-1)."""
+    return (images.astype(np.float32) / np.float32(max_value / 2) - np.float32(1)).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def _accepted_sources() -> str:
+    return (
+        f"built-in names {', '.join(repr(n) for n in BUILTIN_DATASETS)}; any tensorflow-datasets name with an "
+        "'image' feature; or a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'"
+    )
+
+
+def _local_path(source: str) -> tuple[str, str] | None:
+    """('npz' | 'npy', path) for a local-array source, else None."""
+    for kind in ("npz", "npy"):
+        if source.startswith(kind + ":"):
+            return kind, source[len(kind) + 1:]
+    for kind in ("npz", "npy"):
+        if source.endswith("." + kind):
+            return kind, source
+    return None
+
+
+def _check_arrays(images: np.ndarray, labels: np.ndarray | None, where: str) -> Arrays:
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(
+            f"{where}: images must be uint8 (values 0..255), got dtype {images.dtype}; convert with e.g. "
+            "np.round(x * 255).astype(np.uint8) for floats in [0, 1]"
+        )
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4:
+        raise ValueError(
+            f"{where}: images must be [N, H, W] or [N, H, W, C], got shape {images.shape} (ndim {images.ndim})"
+        )
+    if images.shape[0] == 0:
+        raise ValueError(f"{where}: no images (shape {images.shape})")
+    if labels is not None:
+        labels = np.asarray(labels)
+        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (images.shape[0],):
+            raise ValueError(
+                f"{where}: labels must be integers of shape [N] = [{images.shape[0]}], "
+                f"got dtype {labels.dtype} shape {labels.shape}"
+            )
+        labels = labels.astype(np.int32)
+    return Arrays(images, labels, 255)
+
+
+def _load_npz(path: str, split: str) -> Arrays:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"local dataset file {path!r} does not exist")
+    with np.load(path, allow_pickle=False) as f:
+        keys = set(f.files)
+        if f"x_{split}" in keys:
+            x, y = f"x_{split}", f"y_{split}"
+        elif "images" in keys and split == "train":
+            x, y = "images", "labels"
+        else:
+            raise ValueError(
+                f"{path}: no images for split {split!r}; an .npz needs keys 'x_{split}' (and optionally "
+                f"'y_{split}'), or 'images' (+ optional 'labels') which is split 'train'. Keys found: "
+                f"{sorted(keys)}"
+            )
+        images = f[x]
+        labels = f[y] if y in keys else None
+    return _check_arrays(images, labels, f"{path}[{x!r}]")
+
+
+def _load_npy(path: str, split: str) -> Arrays:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"local dataset file {path!r} does not exist")
+    if split != "train":
+        raise ValueError(f"{path}: an .npy file holds one set of images, available as split 'train', not {split!r}")
+    return _check_arrays(np.load(path, allow_pickle=False), None, path)
+
+
+def _load_digits(split: str) -> Arrays:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = d.images.astype(np.uint8)[..., None]  # values 0..16
+    labels = d.target.astype(np.int32)
+    n_train = images.shape[0] - DIGITS_NUM_TEST
+    if split == "train":
+        sl = slice(0, n_train)
+    elif split == "test":
+        sl = slice(n_train, None)
+    else:
+        raise ValueError(f"digits: unknown split {split!r}; accepted: 'train' (first {n_train}), "
+                         f"'test' (last {DIGITS_NUM_TEST})")
+    return Arrays(np.ascontiguousarray(images[sl]), labels[sl], 16)
+
+
+def _import_tfds():
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    # The pipeline only uses TF on the host CPU; keep it off accelerators that JAX owns.
+    try:
+        tf.config.set_visible_devices([], "GPU")
+        tf.config.set_visible_devices([], "TPU")
+    except (RuntimeError, ValueError):  # already initialized, or no such device type
+        pass
+    return tf, tfds
+
+
+def _tfds_builder(name: str, data_dir: str | None):
+    _, tfds = _import_tfds()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(f"unknown dataset {name!r}; accepted: {_accepted_sources()}") from None
+    features = builder.info.features
+    if "image" not in features:
+        raise ValueError(
+            f"tfds dataset {name!r} has no 'image' feature (features: {sorted(features.keys())}); "
+            f"accepted: {_accepted_sources()}"
+        )
+    img = features["image"]
+    shape, dtype = tuple(img.shape), np.dtype(getattr(img, "np_dtype", None) or img.dtype)
+    if dtype != np.uint8 or len(shape) != 3:
+        raise ValueError(f"tfds dataset {name!r}: 'image' must be uint8 [H, W, C], got {dtype} {shape}")
+    if builder.name != "celeb_a" and None in shape:
+        raise ValueError(f"tfds dataset {name!r}: images have no fixed shape {shape}; only fixed-shape "
+                         "images are supported (celeb_a is center-cropped and resized)")
+    return builder
+
+
+def _not_prepared_message(name: str, split: str, builder, data_dir: str | None, cause: str) -> str:
+    base = data_dir if data_dir is not None else os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    return (
+        f"tfds dataset {name!r} (split {split!r}) is not available offline: no prepared data in "
+        f"{builder.data_dir} (data_dir={base!r}). This pipeline never downloads. To provide it: (1) on a "
+        f"machine with internet run `tfds build {builder.name} --data_dir=DIR` (or "
+        f"`tfds.builder({builder.name!r}, data_dir=DIR).download_and_prepare()`) and copy DIR/{builder.name} "
+        f"into {base}, then pass data_dir; or (2) save uint8 arrays to an .npz (x_train, y_train, x_test, "
+        f"y_test) and use source='npz:/path/file.npz'. (tfds said: {cause})"
+    )
+
+
+def _load_tfds(name: str, split: str, data_dir: str | None) -> Arrays:
+    tf, tfds = _import_tfds()
+    builder = _tfds_builder(name, data_dir)
+    has_label = "label" in builder.info.features
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False)
+    except Exception as e:  # noqa: BLE001 - unprepared data shows up as AssertionError / various
+        if builder.is_prepared():
+            raise
+        raise DatasetNotFoundError(
+            _not_prepared_message(name, split, builder, data_dir, f"{type(e).__name__}: {str(e)[:200]}")
+        ) from None
+
+    celeba = builder.name == "celeb_a"
+
+    def select(ex):
+        image = ex["image"]
+        if celeba:
+            h, w = tf.shape(image)[0], tf.shape(image)[1]
+            image = image[(h - _CELEBA_CROP) // 2:(h - _CELEBA_CROP) // 2 + _CELEBA_CROP,
+                          (w - _CELEBA_CROP) // 2:(w - _CELEBA_CROP) // 2 + _CELEBA_CROP]
+            image = tf.image.resize(image, [_CELEBA_SIZE, _CELEBA_SIZE], method="bilinear", antialias=True)
+            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+        out = {"image": image}
+        if has_label:
+            out["label"] = tf.cast(ex["label"], tf.int32)
+        return out
+
+    ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
+    images, labels = [], []
+    for b in tfds.as_numpy(ds):
+        images.append(b["image"])
+        if has_label:
+            labels.append(b["label"])
+    if not images:
+        raise ValueError(f"tfds dataset {name!r} split {split!r} is empty")
+    return _check_arrays(np.concatenate(images), np.concatenate(labels) if has_label else None,
+                         f"tfds {name!r} split {split!r}")
+
+
+def load_arrays(source: str, split: str = "train", *, data_dir: str | None = None) -> Arrays:
+    """Load one split of a source into host memory (see the module docstring for the sources).
+
+    Returns Arrays(images uint8 [N, H, W, C], labels int32 [N] or None, max_value).
+    Raises ValueError for an unknown source or malformed arrays, DatasetNotFoundError (a ValueError) for a
+    tfds dataset that is not prepared in `data_dir`.
+    """
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
+    if source == "digits":
+        return _load_digits(split)
+    local = _local_path(source)
+    if local is not None:
+        kind, path = local
+        return _load_npz(path, split) if kind == "npz" else _load_npy(path, split)
+    return _load_tfds(source, split, data_dir)
+
+
+def image_shape(source: str, *, data_dir: str | None = None) -> tuple[int, int, int]:
+    """(H, W, C) of the images a source yields, e.g. for building the model.
+
+    For tfds names this reads only the dataset metadata (no data needed); local files are read.
+    """
+    if source == "digits":
+        return (8, 8, 1)
+    if isinstance(source, str) and _local_path(source) is None and source:
+        builder = _tfds_builder(source, data_dir)
+        if builder.name == "celeb_a":
+            return (_CELEBA_SIZE, _CELEBA_SIZE, 3)
+        return tuple(int(s) for s in builder.info.features["image"].shape)
+    return tuple(int(s) for s in load_arrays(source, data_dir=data_dir).images.shape[1:])
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+
+
+def _as_state(state: Mapping[str, Any], num_examples: int) -> tuple[int, int]:
+    try:
+        epoch, index = int(np.asarray(state["epoch"])), int(np.asarray(state["index"]))
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"pipeline state must be a mapping with integer 'epoch' and 'index', got {state!r}") from e
+    if epoch < 0 or not 0 <= index < num_examples:
+        raise ValueError(f"pipeline state {state!r} out of range: need epoch >= 0 and 0 <= index < {num_examples}")
+    return epoch, index
+
+
+class Pipeline:
+    """Endless, seeded, resumable iterator of device-shaped numpy batches.
+
+    next(pipeline) -> {"image": float32 [num_devices, per_device, H, W, C] in [-1, 1],
+                       "label": int32 [num_devices, per_device]}   ("label" only if the source has labels)
+    with per_device = global_batch_size // (process_count * num_devices).
+
+    `state()` -> {"epoch": int, "index": int}: the position after the last batch returned (identical on every
+    host); `set_state(state)` jumps there. `batch_at(state)` computes the batch at a position without moving.
+    A background thread prepares up to `prefetch` batches ahead (0: none); `close()` stops it.
+    """
+
+    def __init__(
+        self,
+        source: str | Arrays,
+        *,
+        global_batch_size: int,
+        seed: int,
+        split: str = "train",
+        random_flip: bool = False,
+        data_dir: str | None = None,
+        state: Mapping[str, Any] | None = None,
+        num_devices: int | None = None,
+        process_index: int | None = None,
+        process_count: int | None = None,
+        prefetch: int = 2,
+    ):
+        if num_devices is None or process_index is None or process_count is None:
+            import jax
+
+            num_devices = jax.local_device_count() if num_devices is None else num_devices
+            process_index = jax.process_index() if process_index is None else process_index
+            process_count = jax.process_count() if process_count is None else process_count
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} must be in [0, process_count={process_count})")
+        total_devices = num_devices * process_count
+        if global_batch_size <= 0 or global_batch_size % total_devices:
+            raise ValueError(
+                f"global batch size {global_batch_size} does not divide over {total_devices} devices "
+                f"({process_count} process(es) x {num_devices} local devices); use a positive multiple of "
+                f"{total_devices}"
+            )
+        self.arrays = source if isinstance(source, Arrays) else load_arrays(source, split, data_dir=data_dir)
+        self.num_examples = int(self.arrays.images.shape[0])
+        self.global_batch_size = int(global_batch_size)
+        self.seed = int(seed)
+        self.random_flip = bool(random_flip)
+        self.num_devices = int(num_devices)
+        self.process_index = int(process_index)
+        self.process_count = int(process_count)
+        self.local_batch_size = self.global_batch_size // self.process_count
+        self.per_device_batch_size = self.local_batch_size // self.num_devices
+        self.prefetch = int(prefetch)
+        self._perm_cache: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        self._offset = 0  # absolute stream position of the next global batch
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._queue: queue.Queue | None = None
+        self._stop: threading.Event | None = None
+        if state is not None:
+            self.set_state(state)
+
+    # -- pure part: batch as a function of the position ---------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.arrays.images.shape[1:])
+
+    @property
+    def steps_per_epoch(self) -> float:
+        """Global batches per epoch (N / global_batch_size; batches straddle epoch boundaries)."""
+        return self.num_examples / self.global_batch_size
+
+    def _epoch_tables(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        with self._lock:  # the prefetch thread and batch_at() may both get here
+            return self._epoch_tables_locked(epoch)
+
+    def _epoch_tables_locked(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
+        if epoch not in self._perm_cache:
+            if len(self._perm_cache) >= 4:
+                self._perm_cache.pop(min(self._perm_cache))
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+            flips = (np.random.default_rng([self.seed, epoch, 1]).random(self.num_examples) < 0.5
+                     if self.random_flip else None)
+            self._perm_cache[epoch] = (perm, flips)
+        return self._perm_cache[epoch]
+
+    def _batch_at_offset(self, offset: int) -> dict[str, np.ndarray]:
+        n = self.num_examples
+        pos = offset + self.process_index * self.local_batch_size + np.arange(self.local_batch_size)
+        epochs, within = pos // n, pos % n
+        idx = np.empty(self.local_batch_size, np.int64)
+        flip = np.zeros(self.local_batch_size, bool)
+        for e in np.unique(epochs):
+            m = epochs == e
+            perm, flips = self._epoch_tables(int(e))
+            idx[m] = perm[within[m]]
+            if flips is not None:
+                flip[m] = flips[within[m]]
+        images = self.arrays.images[idx]
+        if flip.any():
+            images[flip] = images[flip, :, ::-1]
+        shape = (self.num_devices, self.per_device_batch_size)
+        batch = {"image": to_float(images, self.arrays.max_value).reshape(shape + images.shape[1:])}
+        if self.arrays.labels is not None:
+            batch["label"] = self.arrays.labels[idx].reshape(shape)
+        return batch
+
+    def batch_at(self, state: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """The batch this host gets at position `state` (does not move the pipeline)."""
+        epoch, index = _as_state(state, self.num_examples)
+        return self._batch_at_offset(epoch * self.num_examples + index)
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, int]:
+        """{"epoch", "index"} after the last batch returned; store it in a checkpoint."""
+        return {"epoch": self._offset // self.num_examples, "index": self._offset % self.num_examples}
+
+    get_state = state
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Continue from a position returned by `state()` (discards prefetched batches)."""
+        epoch, index = _as_state(state, self.num_examples)
+        self.close()
+        self._offset = epoch * self.num_examples + index
+
+    # -- iteration -----------------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.prefetch <= 0:
+            batch = self._batch_at_offset(self._offset)
+        else:
+            if self._thread is None:
+                self._start()
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                self.close()
+                raise item
+            batch = item
+        self._offset += self.global_batch_size
+        return batch
+
+    def _start(self) -> None:
+        q: queue.Queue = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        ref = weakref.ref(self)  # the worker must not keep the pipeline alive
+
+        def put(item) -> None:
+            while not stop.is_set():
+                try:
+                    q.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def work(offset: int, global_batch_size: int) -> None:
+            try:
+                while not stop.is_set():
+                    pipeline = ref()
+                    if pipeline is None:
+                        return
+                    item = pipeline._batch_at_offset(offset)
+                    del pipeline
+                    offset += global_batch_size
+                    put(item)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                put(e)
+
+        self._queue, self._stop = q, stop
+        self._thread = threading.Thread(
+            target=work, args=(self._offset, self.global_batch_size), daemon=True, name="ddpm-data-prefetch")
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the prefetch thread (iteration may continue afterwards; it restarts lazily)."""
+        thread, stop = self._thread, self._stop
+        self._thread = self._queue = self._stop = None
+        if thread is not None:
+            stop.set()
+            if thread is not threading.current_thread():
+                thread.join()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def make_iterator(
+    source: str | Arrays,
+    *,
+    global_batch_size: int,
+    seed: int,
+    split: str = "train",
+    random_flip: bool = False,
+    data_dir: str | None = None,
+    state: Mapping[str, Any] | None = None,
+    num_devices: int | None = None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    prefetch: int = 2,
+) -> Pipeline:
+    """The input pipeline for `source` (a source string or loaded `Arrays`), see `Pipeline`.
+
+    num_devices / process_index / process_count default to jax.local_device_count(), jax.process_index(),
+    jax.process_count(); `state` is a position from `Pipeline.state()` to resume from.
+    """
+    return Pipeline(
+        source, global_batch_size=global_batch_size, seed=seed, split=split, random_flip=random_flip,
+        data_dir=data_dir, state=state, num_devices=num_devices, process_index=process_index,
+        process_count=process_count, prefetch=prefetch,
+    )

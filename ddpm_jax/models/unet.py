@@ -1,0 +1,411 @@
+"""The U-Net of Ho et al. 2020 (appendix B), as a Flax linen Module.
+
+A line-by-line port of their reference TF code (`diffusion_tf/models/unet.py`, `diffusion_tf/nn.py`):
+
+* timestep embedding: sinusoidal (`get_timestep_embedding`) -> Dense(4ch) -> swish -> Dense(4ch);
+* conv_in 3x3 to `ch`; per level `num_res_blocks` ResnetBlocks, each followed by self-attention when the
+  feature map's height is in `attn_resolutions`; a 3x3 stride-2 conv (or 2x2 average pool) between levels;
+* middle: ResnetBlock, attention, ResnetBlock;
+* up path: `num_res_blocks + 1` ResnetBlocks per level on the concatenated skip connection, nearest-neighbour
+  upsample + 3x3 conv between levels;
+* out: GroupNorm -> swish -> 3x3 conv.
+
+GroupNorm has 32 groups and eps 1e-6 (tf.contrib's group_norm), swish is x * sigmoid(x), every conv/dense kernel
+is initialized with variance_scaling(scale, 'fan_avg', 'uniform') and biases with zeros. The layers the reference
+builds with `init_scale=0.` (the second conv of each ResnetBlock, the attention output projection and conv_out)
+start at exactly zero here (the reference uses scale 1e-10, i.e. numerically almost zero), so a freshly
+initialized model outputs exactly zero. Parameter names follow the reference's variable scopes
+(`temb_dense0`, `down_0_block_1`, `mid_attn_1`, `up_2_upsample`, `conv_out`, ...).
+
+Options beyond Ho et al. (all off by default): `learn_sigma` (2C outputs: the prediction, then the variance
+interpolation v of Nichol & Dhariwal), `scale_shift_norm` (Nichol & Dhariwal's adaptive GroupNorm),
+`num_classes` (a class embedding added to the time embedding, with a null label for classifier-free guidance),
+`num_heads` (multi-head attention) and `dtype` (compute dtype for mixed precision; params stay float32).
+
+Named configs (`CONFIGS`; exact parameter counts, checked with `jax.eval_shape`):
+
+    ddpm_cifar10()      32x32x3   ch 128, (1, 2, 2, 2),       2 blocks, attn (16,)   35,746,307  (paper: 35.7M)
+    ddpm_celeba64()     64x64x3   ch 128, (1, 2, 2, 2),       2 blocks, attn (16,)   35,746,307
+    ddim_celeba64()     64x64x3   ch 128, (1, 2, 2, 2, 4),    2 blocks, attn (16,)   78,700,803  (DDIM's model)
+    ddpm_256()         256x256x3  ch 128, (1, 1, 2, 2, 4, 4), 2 blocks, attn (16,)  113,673,219  (paper: 114M)
+    digits()             8x8x1    ch  64, (1, 2),             2 blocks, attn (4,)     3,990,017
+    tiny()               8x8x3    ch  32, (1, 2),             1 block,  attn (4,)       702,499
+
+The count of a convolutional U-Net does not depend on the image size, only on the input/output channels
+(and on `learn_sigma`, `num_classes`, `scale_shift_norm`).
+
+Usage::
+
+    model = ddpm_cifar10()
+    params = model.init({'params': key}, jnp.zeros([1, 32, 32, 3]), jnp.zeros([1], jnp.int32))
+    eps = model.apply(params, x_t, t)                                            # eval: no dropout
+    eps = model.apply(params, x_t, t, train=True, rngs={'dropout': dropout_key})  # train: dropout on
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "UNet",
+    "ResnetBlock",
+    "AttnBlock",
+    "Downsample",
+    "Upsample",
+    "get_timestep_embedding",
+    "count_params",
+    "CONFIGS",
+    "ddpm_cifar10",
+    "ddpm_celeba64",
+    "ddim_celeba64",
+    "ddpm_256",
+    "digits",
+    "tiny",
+]
+
+NUM_GROUPS = 32
+GROUPNORM_EPS = 1e-6
+
+
+def default_init(scale: float = 1.0) -> Callable:
+    """The reference's kernel initializer: variance_scaling(scale, 'fan_avg', 'uniform'); scale 0 -> zeros."""
+    if scale == 0.0:
+        return nn.initializers.zeros
+    return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+
+
+def swish(x: jax.Array) -> jax.Array:
+    """x * sigmoid(x) (the reference's `tf.nn.swish`)."""
+    return nn.swish(x)
+
+
+def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int) -> jax.Array:
+    """Sinusoidal timestep embedding of Ho et al. (`diffusion_tf/nn.py`): [B] int -> [B, embedding_dim] float32.
+
+    Frequencies exp(-k * log(10000) / (half - 1)), k = 0..half-1, half = embedding_dim // 2; the output is
+    [sin(t * freq), cos(t * freq)], zero-padded by one column when embedding_dim is odd. The frequencies are
+    computed in float64 and cast once to float32.
+    """
+    timesteps = jnp.asarray(timesteps)
+    if timesteps.ndim != 1:
+        raise ValueError(f"timesteps must have shape [B], got shape {timesteps.shape}")
+    half_dim = embedding_dim // 2
+    if half_dim < 2:
+        raise ValueError(f"embedding_dim must be >= 4, got {embedding_dim}")
+    freqs = np.exp(np.arange(half_dim, dtype=np.float64) * -(math.log(10000) / (half_dim - 1)))
+    emb = timesteps.astype(jnp.float32)[:, None] * jnp.asarray(freqs, jnp.float32)[None, :]
+    emb = jnp.concatenate([jnp.sin(emb), jnp.cos(emb)], axis=1)
+    if embedding_dim % 2 == 1:
+        emb = jnp.pad(emb, [(0, 0), (0, 1)])
+    return emb
+
+
+def count_params(params: Any) -> int:
+    """Total number of scalars in a parameter pytree (arrays or `jax.ShapeDtypeStruct`s from eval_shape)."""
+    return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def _group_norm(name: str, dtype: Any) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=NUM_GROUPS, epsilon=GROUPNORM_EPS, dtype=dtype, name=name)
+
+
+def _conv(features: int, name: str, dtype: Any, *, kernel: int = 3, stride: int = 1,
+          init_scale: float = 1.0) -> nn.Conv:
+    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
+                   kernel_init=default_init(init_scale), dtype=dtype, name=name)
+
+
+def _dense(features: int, name: str, dtype: Any, *, init_scale: float = 1.0) -> nn.Dense:
+    # Also the reference's `nin` (a 1x1 conv): Dense acts on the last axis of [B, H, W, C].
+    return nn.Dense(features, kernel_init=default_init(init_scale), dtype=dtype, name=name)
+
+
+class ResnetBlock(nn.Module):
+    """[B, H, W, C], temb [B, D] -> [B, H, W, out_ch].
+
+    norm1 -> swish -> conv1 -> + temb_proj(swish(temb)) -> norm2 -> swish -> dropout -> conv2 (zero-init),
+    plus the input (through a 1x1 `nin_shortcut` when C != out_ch). With `scale_shift_norm` the temb projection
+    has 2 * out_ch units (scale, shift) and norm2's output becomes norm2(h) * (1 + scale) + shift.
+    """
+
+    out_ch: int | None = None
+    dropout: float = 0.0
+    scale_shift_norm: bool = False
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, temb: jax.Array, *, train: bool = False) -> jax.Array:
+        C = x.shape[-1]
+        out_ch = C if self.out_ch is None else self.out_ch
+        h = swish(_group_norm("norm1", self.dtype)(x))
+        h = _conv(out_ch, "conv1", self.dtype)(h)
+        emb = _dense(2 * out_ch if self.scale_shift_norm else out_ch, "temb_proj", self.dtype)(swish(temb))
+        emb = emb[:, None, None, :]
+        if self.scale_shift_norm:
+            scale, shift = jnp.split(emb, 2, axis=-1)
+            h = _group_norm("norm2", self.dtype)(h) * (1 + scale) + shift
+        else:
+            h = _group_norm("norm2", self.dtype)(h + emb)
+        h = swish(h)
+        h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
+        h = _conv(out_ch, "conv2", self.dtype, init_scale=0.0)(h)
+        if C != out_ch:
+            x = _dense(out_ch, "nin_shortcut", self.dtype)(x)
+        return x + h
+
+
+class AttnBlock(nn.Module):
+    """Self-attention over all H*W positions with a residual: [B, H, W, C] -> [B, H, W, C].
+
+    GroupNorm -> q, k, v (1x1) -> softmax(q k^T / sqrt(C / num_heads)) v -> proj_out (1x1, zero-init) -> + x.
+    num_heads = 1 is the reference's block. The softmax is computed in float32.
+    """
+
+    num_heads: int = 1
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        B, H, W, C = x.shape
+        if C % self.num_heads:
+            raise ValueError(f"attention channels ({C}) must be divisible by num_heads ({self.num_heads})")
+        d = C // self.num_heads
+        h = _group_norm("norm", self.dtype)(x)
+        q = _dense(C, "q", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
+        k = _dense(C, "k", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
+        v = _dense(C, "v", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
+        w = jnp.einsum("bqnd,bknd->bnqk", q, k) * (d ** -0.5)
+        w = jax.nn.softmax(w.astype(jnp.float32), axis=-1).astype(v.dtype)
+        h = jnp.einsum("bnqk,bknd->bqnd", w, v).reshape(B, H, W, C)
+        h = _dense(C, "proj_out", self.dtype, init_scale=0.0)(h)
+        return x + h
+
+
+class Downsample(nn.Module):
+    """[B, H, W, C] -> [B, H/2, W/2, C]: 3x3 stride-2 conv ('SAME' padding, as TF) or 2x2 average pool."""
+
+    with_conv: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.with_conv:
+            return _conv(x.shape[-1], "conv", self.dtype, stride=2)(x)
+        return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+
+
+class Upsample(nn.Module):
+    """[B, H, W, C] -> [B, 2H, 2W, C]: nearest-neighbour upsampling, then (optionally) a 3x3 conv."""
+
+    with_conv: bool = True
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        if self.with_conv:
+            x = _conv(x.shape[-1], "conv", self.dtype)(x)
+        return x
+
+
+class UNet(nn.Module):
+    """The DDPM U-Net: x [B, H, W, C] float, t [B] int (0-based), y [B] int or None -> [B, H, W, C_out] float32.
+
+    Attributes:
+      ch: base channels (must be divisible by the 32 GroupNorm groups).
+      ch_mult: channel multiplier per resolution level; H and W must be divisible by 2 ** (len(ch_mult) - 1).
+      num_res_blocks: ResnetBlocks per level on the way down (num_res_blocks + 1 on the way up).
+      attn_resolutions: feature-map sizes that get self-attention; as in the reference, a level's feature-map
+        height is what is compared (the side, for square images).
+      dropout: dropout rate inside the ResnetBlocks, active only with train=True (needs rngs={'dropout': key}).
+      out_channels: total output channels; default C, or 2C with learn_sigma.
+      learn_sigma: output the prediction, then the variance interpolation v (2C channels by default).
+      scale_shift_norm: Nichol & Dhariwal's adaptive GroupNorm, h = norm(h) * (1 + scale) + shift.
+      num_classes: class conditioning: an Embed(num_classes + 1, 4ch) added to the time embedding; row
+        num_classes (`null_label`) is the unconditional label, used when y is None.
+      resamp_with_conv: conv (True) or pooling / plain nearest upsampling (False) between levels.
+      num_heads: attention heads (1 in the reference).
+      dtype: compute dtype (params stay float32; the output is cast to float32).
+    """
+
+    ch: int = 128
+    ch_mult: Sequence[int] = (1, 2, 2, 2)
+    num_res_blocks: int = 2
+    attn_resolutions: Sequence[int] = (16,)
+    dropout: float = 0.1
+    out_channels: int | None = None
+    learn_sigma: bool = False
+    scale_shift_norm: bool = False
+    num_classes: int | None = None
+    resamp_with_conv: bool = True
+    num_heads: int = 1
+    dtype: Any = jnp.float32
+
+    @property
+    def null_label(self) -> int | None:
+        """The label of the null (unconditional) class: num_classes (None without class conditioning)."""
+        return self.num_classes
+
+    def _check_inputs(self, x: jax.Array, t: jax.Array, y: jax.Array | None) -> None:
+        if self.ch % NUM_GROUPS:
+            raise ValueError(f"ch must be divisible by the {NUM_GROUPS} GroupNorm groups, got ch={self.ch}")
+        if not self.ch_mult:
+            raise ValueError("ch_mult must name at least one resolution level, got ()")
+        if x.ndim != 4:
+            raise ValueError(f"x must be NHWC [B, H, W, C], got shape {x.shape}")
+        B, H, W, _ = x.shape
+        factor = 2 ** (len(self.ch_mult) - 1)
+        if H % factor or W % factor:
+            raise ValueError(
+                f"image size {H}x{W} cannot be halved {len(self.ch_mult) - 1} times by ch_mult={tuple(self.ch_mult)}:"
+                f" H and W must be multiples of {factor}")
+        if t.shape != (B,):
+            raise ValueError(f"t must have shape [B] = ({B},), got shape {t.shape}")
+        if self.num_classes is None:
+            if y is not None:
+                raise ValueError("y was given but the model has no class conditioning (num_classes=None)")
+        elif y is not None:
+            if y.shape != (B,):
+                raise ValueError(f"y must have shape [B] = ({B},) of int labels in [0, {self.num_classes}], "
+                                 f"got shape {y.shape}")
+            if not jnp.issubdtype(y.dtype, jnp.integer):
+                raise ValueError(f"y must hold integer labels, got dtype {y.dtype}")
+        if self.out_channels is not None and self.learn_sigma and self.out_channels % 2:
+            raise ValueError(f"with learn_sigma, out_channels (prediction + v) must be even, got {self.out_channels}")
+
+    @nn.compact
+    def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *,
+                 train: bool = False) -> jax.Array:
+        x, t = jnp.asarray(x), jnp.asarray(t)
+        y = None if y is None else jnp.asarray(y)
+        self._check_inputs(x, t, y)
+        B, H, W, C = x.shape
+        if self.out_channels is not None:
+            out_ch = self.out_channels
+        else:
+            out_ch = 2 * C if self.learn_sigma else C
+        num_resolutions = len(self.ch_mult)
+        dt = self.dtype
+
+        def resnet(h, name, out=None):
+            return ResnetBlock(out_ch=out, dropout=self.dropout, scale_shift_norm=self.scale_shift_norm,
+                               dtype=dt, name=name)(h, temb, train=train)
+
+        def attn(h, name):
+            return AttnBlock(num_heads=self.num_heads, dtype=dt, name=name)(h)
+
+        # Timestep (and class) embedding.
+        temb = get_timestep_embedding(t, self.ch)
+        temb = _dense(4 * self.ch, "temb_dense0", dt)(temb)
+        temb = _dense(4 * self.ch, "temb_dense1", dt)(swish(temb))
+        if self.num_classes is not None:
+            if y is None:
+                y = jnp.full((B,), self.null_label, jnp.int32)
+            temb = temb + nn.Embed(self.num_classes + 1, 4 * self.ch, embedding_init=nn.initializers.normal(1.0),
+                                   dtype=dt, name="label_emb")(y)
+
+        # Downsampling.
+        hs = [_conv(self.ch, "conv_in", dt)(x.astype(dt))]
+        for i_level in range(num_resolutions):
+            for i_block in range(self.num_res_blocks):
+                h = resnet(hs[-1], f"down_{i_level}_block_{i_block}", self.ch * self.ch_mult[i_level])
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn(h, f"down_{i_level}_attn_{i_block}")
+                hs.append(h)
+            if i_level != num_resolutions - 1:
+                hs.append(Downsample(self.resamp_with_conv, dtype=dt, name=f"down_{i_level}_downsample")(hs[-1]))
+
+        # Middle.
+        h = hs[-1]
+        h = resnet(h, "mid_block_1")
+        h = attn(h, "mid_attn_1")
+        h = resnet(h, "mid_block_2")
+
+        # Upsampling.
+        for i_level in reversed(range(num_resolutions)):
+            for i_block in range(self.num_res_blocks + 1):
+                h = resnet(jnp.concatenate([h, hs.pop()], axis=-1), f"up_{i_level}_block_{i_block}",
+                           self.ch * self.ch_mult[i_level])
+                if h.shape[1] in self.attn_resolutions:
+                    h = attn(h, f"up_{i_level}_attn_{i_block}")
+            if i_level != 0:
+                h = Upsample(self.resamp_with_conv, dtype=dt, name=f"up_{i_level}_upsample")(h)
+        assert not hs
+
+        # End.
+        h = swish(_group_norm("norm_out", dt)(h))
+        h = _conv(out_ch, "conv_out", dt, init_scale=0.0)(h)
+        return h.astype(jnp.float32)
+
+
+# ----- Named configs. Keyword overrides go to the UNet fields, e.g. ddpm_cifar10(learn_sigma=True). -----
+
+def ddpm_cifar10(**overrides: Any) -> UNet:
+    """Ho et al.'s CIFAR-10 model (32x32x3): ch 128, (1, 2, 2, 2), 2 blocks, attn (16,), dropout 0.1.
+
+    35,746,307 parameters (the paper's 35.7M).
+    """
+    kw = dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1)
+    return UNet(**{**kw, **overrides})
+
+
+def ddpm_celeba64(**overrides: Any) -> UNet:
+    """CelebA 64x64x3 with the CIFAR-10 architecture: ch 128, (1, 2, 2, 2), 2 blocks, attn (16,), dropout 0.1.
+
+    35,746,307 parameters (same as ddpm_cifar10; attention then runs at the 16x16 level, the third).
+    """
+    kw = dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1)
+    return UNet(**{**kw, **overrides})
+
+
+def ddim_celeba64(**overrides: Any) -> UNet:
+    """The CelebA 64x64x3 model of Song et al.'s DDIM: ch 128, (1, 2, 2, 2, 4), 2 blocks, attn (16,), dropout 0.1.
+
+    78,700,803 parameters.
+    """
+    kw = dict(ch=128, ch_mult=(1, 2, 2, 2, 4), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1)
+    return UNet(**{**kw, **overrides})
+
+
+def ddpm_256(**overrides: Any) -> UNet:
+    """Ho et al.'s 256x256x3 model (CelebA-HQ, LSUN): ch 128, (1, 1, 2, 2, 4, 4), 2 blocks, attn (16,).
+
+    113,673,219 parameters (the paper's 114M). Dropout 0.0, the default of the reference's run_lsun.py and
+    run_celebahq.py.
+    """
+    kw = dict(ch=128, ch_mult=(1, 1, 2, 2, 4, 4), num_res_blocks=2, attn_resolutions=(16,), dropout=0.0)
+    return UNet(**{**kw, **overrides})
+
+
+def digits(**overrides: Any) -> UNet:
+    """8x8x1 grayscale digits, fast on CPU: ch 64, (1, 2), 2 blocks, attn (4,), dropout 0.1.
+
+    3,990,017 parameters.
+    """
+    kw = dict(ch=64, ch_mult=(1, 2), num_res_blocks=2, attn_resolutions=(4,), dropout=0.1)
+    return UNet(**{**kw, **overrides})
+
+
+def tiny(**overrides: Any) -> UNet:
+    """For tests, 8x8x3 images: ch 32, (1, 2), 1 block, attn (4,), dropout 0.1.
+
+    702,499 parameters.
+    """
+    kw = dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1)
+    return UNet(**{**kw, **overrides})
+
+
+CONFIGS: dict[str, Callable[..., UNet]] = {
+    "ddpm_cifar10": ddpm_cifar10,
+    "ddpm_celeba64": ddpm_celeba64,
+    "ddim_celeba64": ddim_celeba64,
+    "ddpm_256": ddpm_256,
+    "digits": digits,
+    "tiny": tiny,
+}

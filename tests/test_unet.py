@@ -1,0 +1,251 @@
+"""Tests for ddpm_jax.models.unet: shapes of every option (eval_shape, no compute), zero-initialized outputs,
+errors, the CIFAR-10 parameter count, dropout, the timestep embedding, and one training step on a tiny model."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ddpm_jax.models import unet
+
+B, H, W, C = 2, 8, 8, 3
+NUM_CLASSES = 3
+
+
+def _inputs(h=H, w=W, c=C, b=B):
+    x = jax.random.normal(jax.random.key(1), (b, h, w, c), jnp.float32)
+    t = jnp.arange(b, dtype=jnp.int32) * 37
+    return x, t
+
+
+def _abstract(model, x, t, y=None, **kw):
+    """(params, output) as ShapeDtypeStructs: traces init + apply without computing anything."""
+    return jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x, t, y, **kw)[::-1])
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    """The shared tiny class-conditional model and its fresh params (one real init for the file)."""
+    model = unet.tiny(num_classes=NUM_CLASSES)
+    x, t = _inputs()
+    params = jax.jit(model.init)(jax.random.key(0), x, t)
+    return model, params
+
+
+@pytest.fixture(scope="module")
+def perturbed(tiny_model):
+    """The tiny params with every all-zero kernel (conv2, proj_out, conv_out) replaced by small noise."""
+    model, params = tiny_model
+    rng = np.random.default_rng(7)
+
+    def perturb(path, leaf):
+        if jax.tree_util.keystr(path).endswith("['kernel']") and not np.any(leaf):
+            return jnp.asarray(0.05 * rng.standard_normal(leaf.shape), leaf.dtype)
+        return leaf
+
+    return model, jax.tree_util.tree_map_with_path(perturb, params)
+
+
+@pytest.fixture(scope="module")
+def apply_fn(tiny_model):
+    model, _ = tiny_model
+    return jax.jit(model.apply, static_argnames="train")
+
+
+# ----- shapes (no compute) -----
+
+@pytest.mark.parametrize("kw, out_c", [
+    (dict(), C),
+    (dict(learn_sigma=True), 2 * C),
+    (dict(out_channels=5), 5),
+    (dict(out_channels=4, learn_sigma=True), 4),
+    (dict(scale_shift_norm=True), C),
+    (dict(attn_resolutions=()), C),
+    (dict(attn_resolutions=(8, 4)), C),
+    (dict(resamp_with_conv=False), C),
+    (dict(num_heads=4), C),
+    (dict(ch_mult=(1, 2, 2), num_res_blocks=2), C),
+])
+def test_output_shapes(kw, out_c):
+    x, t = _inputs()
+    params, out = _abstract(unet.tiny(**kw), x, t)
+    assert out.shape == (B, H, W, out_c) and out.dtype == jnp.float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
+
+
+def test_non_square_shape():
+    x, t = _inputs(h=8, w=16)
+    params, out = _abstract(unet.tiny(learn_sigma=True), x, t)
+    assert out.shape == (B, 8, 16, 2 * C)
+    # As in the reference, attention placement compares the feature-map height (4 at level 1).
+    assert "down_1_attn_0" in params["params"] and "down_0_attn_0" not in params["params"]
+
+
+def test_grayscale_digits_shape():
+    x, t = _inputs(c=1)
+    _, out = _abstract(unet.digits(), x, t)
+    assert out.shape == (B, H, W, 1)
+
+
+def test_class_conditioning_shapes():
+    model = unet.tiny(num_classes=10)
+    assert model.null_label == 10
+    x, t = _inputs()
+    params, out = _abstract(model, x, t, jnp.array([0, 9], jnp.int32))
+    assert out.shape == (B, H, W, C)
+    assert params["params"]["label_emb"]["embedding"].shape == (11, 4 * 32)
+    _, out = _abstract(model, x, t, None)
+    assert out.shape == (B, H, W, C)
+
+
+def test_attention_placement():
+    x, t = _inputs()
+    params, _ = _abstract(unet.tiny(), x, t)
+    names = set(params["params"])
+    assert {"down_1_attn_0", "mid_attn_1", "up_1_attn_0", "up_1_attn_1"} <= names
+    assert not any(n.startswith(("down_0_attn", "up_0_attn")) for n in names)
+    params, _ = _abstract(unet.tiny(attn_resolutions=()), x, t)
+    assert [n for n in params["params"] if "attn" in n] == ["mid_attn_1"]   # the middle always has one
+
+
+def test_mixed_precision_dtype():
+    x, t = _inputs()
+    params, out = _abstract(unet.tiny(dtype=jnp.bfloat16), x, t)
+    assert out.dtype == jnp.float32
+    assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(params))
+
+
+def test_cifar10_param_count():
+    x, t = _inputs(h=32, w=32, b=1)
+    params = jax.eval_shape(unet.ddpm_cifar10().init, jax.random.key(0), x, t)
+    assert unet.count_params(params) == 35_746_307
+
+
+def test_configs_registry():
+    assert {"ddpm_cifar10", "ddpm_celeba64", "digits", "tiny"} <= set(unet.CONFIGS)
+    assert unet.ddpm_cifar10(dropout=0.0).dropout == 0.0   # keyword overrides reach the fields
+
+
+# ----- errors -----
+
+def test_bad_image_size():
+    x, t = _inputs(h=6, w=8)
+    with pytest.raises(ValueError, match=r"6x8.*multiples of 4"):
+        _abstract(unet.tiny(ch_mult=(1, 2, 2)), x, t)
+    x, t = _inputs(h=8, w=7)
+    with pytest.raises(ValueError, match=r"8x7.*multiples of 2"):
+        _abstract(unet.tiny(), x, t)
+
+
+def test_bad_label_shape():
+    x, t = _inputs()
+    model = unet.tiny(num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match="y must have shape"):
+        _abstract(model, x, t, jnp.zeros((B, 1), jnp.int32))
+    with pytest.raises(ValueError, match="y must have shape"):
+        _abstract(model, x, t, jnp.zeros((B + 1,), jnp.int32))
+    with pytest.raises(ValueError, match="integer"):
+        _abstract(model, x, t, jnp.zeros((B,), jnp.float32))
+    with pytest.raises(ValueError, match="no class conditioning"):
+        _abstract(unet.tiny(), x, t, jnp.zeros((B,), jnp.int32))
+
+
+def test_bad_channels_and_timesteps():
+    x, t = _inputs()
+    with pytest.raises(ValueError, match="32 GroupNorm groups"):
+        _abstract(unet.tiny(ch=48), x, t)
+    with pytest.raises(ValueError, match="t must have shape"):
+        _abstract(unet.tiny(), x, t[:, None])
+    with pytest.raises(ValueError, match="NHWC"):
+        _abstract(unet.tiny(), x[0], t)
+
+
+# ----- timestep embedding -----
+
+@pytest.mark.parametrize("dim", [32, 128, 33])
+def test_timestep_embedding_matches_numpy_float64(dim):
+    t = np.array([0, 1, 7, 250, 999], np.int64)
+    half = dim // 2
+    freqs = np.exp(-math.log(10000) / (half - 1) * np.arange(half, dtype=np.float64))
+    args = t[:, None].astype(np.float64) * freqs[None, :]
+    expected = np.concatenate([np.sin(args), np.cos(args)], axis=1)
+    if dim % 2:
+        expected = np.pad(expected, [(0, 0), (0, 1)])
+    got = unet.get_timestep_embedding(jnp.asarray(t, jnp.int32), dim)
+    assert got.shape == (5, dim) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=2e-4)
+    np.testing.assert_allclose(np.asarray(got)[0, :half], 0.0)          # sin(0)
+    np.testing.assert_allclose(np.asarray(got)[0, half:2 * half], 1.0)  # cos(0)
+
+
+# ----- real compute on the shared tiny model -----
+
+def test_fresh_model_outputs_exactly_zero(tiny_model, apply_fn):
+    _, params = tiny_model
+    x, t = _inputs()
+    out = apply_fn(params, x, t)
+    assert out.shape == (B, H, W, C) and out.dtype == jnp.float32
+    assert not np.any(np.asarray(out))
+    zero_kernels = [jax.tree_util.keystr(p) for p, v in jax.tree_util.tree_leaves_with_path(params)
+                    if jax.tree_util.keystr(p).endswith("['kernel']") and not np.any(v)]
+    assert any("conv_out" in k for k in zero_kernels)
+    assert any("proj_out" in k for k in zero_kernels)
+    assert any("conv2" in k for k in zero_kernels)
+
+
+def test_null_label_is_the_default(perturbed, apply_fn):
+    model, params = perturbed
+    x, t = _inputs()
+    out_none = apply_fn(params, x, t)
+    out_null = apply_fn(params, x, t, jnp.full((B,), model.null_label, jnp.int32))
+    out_cls = apply_fn(params, x, t, jnp.zeros((B,), jnp.int32))
+    np.testing.assert_array_equal(np.asarray(out_none), np.asarray(out_null))
+    assert np.any(np.asarray(out_null) != np.asarray(out_cls))
+    assert np.all(np.isfinite(np.asarray(out_cls)))
+
+
+def test_dropout_only_in_training(perturbed, apply_fn):
+    _, params = perturbed
+    x, t = _inputs()
+    k1, k2 = jax.random.key(11), jax.random.key(12)
+    eval1 = np.asarray(apply_fn(params, x, t))
+    eval2 = np.asarray(apply_fn(params, x, t, rngs={"dropout": k1}))
+    np.testing.assert_array_equal(eval1, eval2)                # train=False ignores the dropout key
+    tr1 = np.asarray(apply_fn(params, x, t, train=True, rngs={"dropout": k1}))
+    tr1b = np.asarray(apply_fn(params, x, t, train=True, rngs={"dropout": k1}))
+    tr2 = np.asarray(apply_fn(params, x, t, train=True, rngs={"dropout": k2}))
+    np.testing.assert_array_equal(tr1, tr1b)                   # same key, same mask
+    assert np.any(tr1 != eval1) and np.any(tr1 != tr2)
+    with pytest.raises(Exception, match="dropout"):           # train=True needs a dropout key
+        apply_fn(params, x, t, train=True)
+
+
+def test_adam_steps_decrease_mse(perturbed):
+    model, params = perturbed
+    x, t = _inputs()
+    target = jax.random.normal(jax.random.key(3), x.shape)
+    y = jnp.array([0, 2], jnp.int32)
+    opt = optax.adam(1e-3)
+
+    def loss_fn(p):
+        return jnp.mean((model.apply(p, x, t, y) - target) ** 2)
+
+    @jax.jit
+    def step(p, s):
+        loss, grads = jax.value_and_grad(loss_fn)(p)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s, loss, grads
+
+    state = opt.init(params)
+    losses = []
+    for i in range(3):
+        params, state, loss, grads = step(params, state)
+        losses.append(float(loss))
+        if i == 0:   # every parameter is wired into the output
+            dead = [jax.tree_util.keystr(p) for p, g in jax.tree_util.tree_leaves_with_path(grads)
+                    if not np.any(np.asarray(g))]
+            assert not dead, dead
+    assert losses[1] < losses[0] and losses[2] < losses[1], losses
