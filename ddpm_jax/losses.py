@@ -12,6 +12,7 @@ import jax.numpy as jnp
 
 from ddpm_jax import diffusion
 from ddpm_jax.diffusion import check_choice, mean_flat
+from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.schedules import Schedule
 
 LOSS_TYPES = ("mse", "kl", "hybrid")
@@ -148,29 +149,32 @@ class ImportanceState:
         return ImportanceState(history=history, counts=counts)
 
 
-def sample_timesteps(rng, batch_size: int, num_timesteps: int, importance: ImportanceState | None = None):
-    """Draw t [B] int32 and importance weights [B] = 1 / (T p_t) (ones for uniform sampling).
+def sample_timesteps(keys, num_timesteps: int, importance: ImportanceState | None = None):
+    """One timestep per example key: t int32 [B] and importance weights [B] = 1 / (T p_t) (ones if uniform).
 
     With weights, mean(weights * L_t) is an unbiased estimate of the uniform-t mean of L_t (ND sec. 3.3).
     """
     if importance is None:
-        t = jax.random.randint(rng, (batch_size,), 0, num_timesteps, dtype=jnp.int32)
-        return t, jnp.ones((batch_size,), jnp.float32)
+        t = per_example(lambda k: jax.random.randint(k, (), 0, num_timesteps, dtype=jnp.int32), keys)
+        return t, jnp.ones(t.shape, jnp.float32)
     p = importance.probabilities()
-    t = jax.random.choice(rng, num_timesteps, (batch_size,), p=p).astype(jnp.int32)
+    t = per_example(lambda k: jax.random.choice(k, num_timesteps, p=p), keys).astype(jnp.int32)
     return t, 1.0 / (num_timesteps * p[t])
 
 
 def training_loss(
-    model_fn, sched: Schedule, x0, rng, *, importance: ImportanceState | None = None, **loss_options
+    model_fn, sched: Schedule, x0, rng, *, first_index=0, importance: ImportanceState | None = None,
+    **loss_options,
 ):
-    """The scalar training loss and its parts: (loss, aux) with aux = dict(terms..., t [B]).
+    """The scalar training loss and its parts: (loss, aux) with aux = dict(per-example terms [B], t [B]).
 
-    Draws t (uniform, or from `importance`) and the noise from `rng`; `loss_options` go to
-    `training_losses`. loss = mean over the batch of importance weight * per-example loss.
+    Example i draws its t (uniform, or from `importance`) and noise from fold_in(rng, first_index + i), so a
+    global batch gives the same draws however it is split over devices. `loss_options` go to
+    `training_losses`; loss = mean over the batch of importance weight * per-example loss.
     """
-    t_key, noise_key = jax.random.split(rng)
-    t, weights = sample_timesteps(t_key, x0.shape[0], sched.num_timesteps, importance)
-    noise = jax.random.normal(noise_key, x0.shape, x0.dtype)
+    keys = example_keys(rng, x0.shape[0], first_index)
+    t_keys, noise_keys = jnp.moveaxis(per_example(lambda k: jax.random.split(k), keys), 1, 0)
+    t, weights = sample_timesteps(t_keys, sched.num_timesteps, importance)
+    noise = per_example(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype), noise_keys)
     terms = training_losses(model_fn, sched, x0, t, noise, **loss_options)
     return jnp.mean(weights * terms["loss"]), dict(terms, t=t)

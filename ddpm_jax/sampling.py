@@ -20,6 +20,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from ddpm_jax import diffusion, functional, parallel
+from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.diffusion import PREDICTIONS, VARIANCES, check_choice
 from ddpm_jax.schedules import Schedule
 
@@ -50,14 +51,9 @@ def ddim_timesteps(num_timesteps: int, num_steps: int, spacing: str = "uniform")
     return np.round(np.arange(num_timesteps, 0, -num_timesteps / num_steps)).astype(np.int32)[::-1] - 1
 
 
-def _sample_keys(rng, batch: int, first_index):
-    """Per-sample keys fold_in(rng, first_index + i), i < batch."""
-    return jax.vmap(jax.random.fold_in, (None, 0))(rng, first_index + jnp.arange(batch))
-
-
 def _per_sample_normal(keys, step, shape):
     """Standard normal [B, *shape[1:]], sample i drawn from fold_in(keys[i], step)."""
-    return jax.vmap(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape[1:], jnp.float32))(keys)
+    return per_example(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape[1:], jnp.float32), keys)
 
 
 def _initial_noise(keys, x_T, shape, num_timesteps):
@@ -110,7 +106,7 @@ def _reverse_loop(step_fn, x_init, ts, trajectory_steps: int):
 )
 def _ancestral(model_fn, sched, rng, x_T, first_index, shape, prediction, variance, clip_denoised, trajectory_steps):
     T = sched.num_timesteps
-    keys = _sample_keys(rng, shape[0], first_index)
+    keys = example_keys(rng, shape[0], first_index)
     ts = np.arange(T - 1, -1, -1, dtype=np.int32)
 
     def step(x, i):
@@ -207,7 +203,7 @@ def _ddim(
     trajectory_steps,
 ):
     T = sched.num_timesteps
-    keys = _sample_keys(rng, shape[0], first_index)
+    keys = example_keys(rng, shape[0], first_index)
     seq = ddim_timesteps(T, num_steps, spacing)
     ts, ts_prev = seq[::-1], np.concatenate([[-1], seq[:-1]])[::-1].astype(np.int32)
 

@@ -135,7 +135,7 @@ def test_importance_weights_are_unbiased():
     ts = np.repeat(np.arange(T, dtype=np.int32), 10)
     state = state.update(ts, np.sqrt(ts + 1.0).astype(np.float32))
     per_t_loss = np.linspace(0.5, 3.0, T)
-    t, w = losses.sample_timesteps(jax.random.PRNGKey(0), 200_000, T, state)
+    t, w = losses.sample_timesteps(jax.random.split(jax.random.PRNGKey(0), 200_000), T, state)
     t, w = np.asarray(t), np.asarray(w)
     np.testing.assert_allclose(w, 1.0 / (T * np.asarray(state.probabilities())[t]), rtol=1e-6)
     assert np.mean(w * per_t_loss[t]) == pytest.approx(per_t_loss.mean(), rel=1e-2)
@@ -144,7 +144,7 @@ def test_importance_weights_are_unbiased():
 
 
 def test_uniform_timesteps_and_training_loss():
-    t, w = losses.sample_timesteps(jax.random.PRNGKey(1), 5000, T)
+    t, w = losses.sample_timesteps(jax.random.split(jax.random.PRNGKey(1), 5000), T)
     assert t.dtype == jnp.int32 and int(t.min()) == 0 and int(t.max()) == T - 1
     np.testing.assert_allclose(w, 1.0)
     x0, _, _ = _batch(5)
@@ -155,6 +155,11 @@ def test_uniform_timesteps_and_training_loss():
     assert aux["t"].shape == (SHAPE[0],)
     np.testing.assert_array_equal(aux["t"], aux_j["t"])
     assert float(loss) == pytest.approx(float(jnp.mean(aux["loss"])), rel=1e-6)
+    # Per-example randomness: the second half of the batch, drawn alone with first_index=3, is the same.
+    _, half = losses.training_loss(_affine_model, SCHED, x0[3:], jax.random.PRNGKey(2), first_index=3,
+                                   prediction="x0")
+    np.testing.assert_array_equal(half["t"], aux["t"][3:])
+    np.testing.assert_allclose(half["loss"], aux["loss"][3:], rtol=1e-6)
 
 
 def test_bad_input():
