@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"
 
@@ -20,9 +21,15 @@ def pmap(fn: Callable, *, in_axes=0, devices: Sequence | None = None, donate_arg
 
 
 def replicate(tree, devices: Sequence | None = None):
-    """Copy a pytree onto each device: leaves get a leading device axis."""
-    devices = devices or jax.local_devices()
-    return jax.device_put_replicated(tree, list(devices))
+    """Copy a pytree onto each device: leaves get a leading device axis, sharded one copy per device."""
+    devices = list(devices or jax.local_devices())
+    sharding = NamedSharding(Mesh(np.array(devices), (AXIS,)), PartitionSpec(AXIS))
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.device_put(np.broadcast_to(x[None], (len(devices),) + x.shape), sharding)
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def unreplicate(tree):

@@ -16,8 +16,8 @@ TTUR's FID:
 * global average pool -> pool3 features [B, 2048]; fc 2048 -> 1008 logits (no dropout at inference).
 
 Parameters: 23,850,960 (conv kernels, BatchNorm scale/bias, fc), i.e. torchvision's inception_v3 without the
-auxiliary head (23,834,568 with 1000 classes) with the 1008-way fc (+16,392); plus 2 x 10,336 BatchNorm running
-statistics in the `batch_stats` collection. Checked with `jax.eval_shape` in tests/test_metrics.py.
+auxiliary head (23,834,568 with 1000 classes) with the 1008-way fc (+16,392); plus 2 x 17,216 BatchNorm running
+statistics in the `batch_stats` collection (94 convolutions, 472 state_dict arrays). Checked with `jax.eval_shape` in tests/test_metrics.py.
 
 Names mirror the PyTorch modules (`Mixed_5b/branch5x5_1/conv/kernel`, `.../bn/scale`, `fc/kernel`), so the
 pytorch-fid state_dict maps onto the Flax tree mechanically: `conv.weight` (OIHW) -> `conv/kernel` (HWIO),
@@ -311,6 +311,11 @@ def preprocess(images: Any, *, input_range: str = "[-1,1]", quantize_input: bool
 
 def init_fid_inception(rng: jax.Array, size: int = MIN_INPUT_SIZE) -> dict:
     """Randomly initialized variables {'params', 'batch_stats'} (for tests; FID needs the real weights)."""
+    return _jitted_init(rng, size)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _jitted_init(rng: jax.Array, size: int) -> dict:
     return FIDInceptionV3().init(rng, jnp.zeros((1, size, size, 3), jnp.float32))
 
 
@@ -440,6 +445,7 @@ def inception_feature_network(variables: Mapping, *, name: str = FID_INCEPTION_N
     quantization unless quantize_input=False, resize to 299x299); one compiled function per batch shape.
     """
     model = FIDInceptionV3(precision=precision)
+    variables = jax.device_put(variables)  # once, not with every batch
 
     @jax.jit
     def apply(variables, images):

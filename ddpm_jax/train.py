@@ -1,0 +1,321 @@
+"""Training: the TrainState pytree, the pure data-parallel train step, and train_and_evaluate(config, workdir).
+
+One call of the compiled step runs `steps_per_call` optimizer steps (a `lax.scan`) on every local device under
+`jax.pmap`: per-device loss, `lax.pmean` of gradients and metrics over the data axis, the optax update and the
+EMA update, all inside. Randomness comes from fold_in(base key, step) and each example's global index, so a
+resumed run replays the same draws and the result does not depend on the number of devices.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ddpm_jax import checkpoint, configs, data, losses, parallel, viz
+from ddpm_jax.diffusion import check_choice
+from ddpm_jax.parallel import AXIS
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly: step int32 [], params, ema_params, opt_state, rng (the base
+    key, uint32 [2]) and, with importance sampling of t, the loss history (else None)."""
+
+    step: jnp.ndarray
+    params: Any
+    ema_params: Any
+    opt_state: Any
+    rng: jnp.ndarray
+    importance: losses.ImportanceState | None = None
+
+
+def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """optax chain of config.train: clip by global norm, then Adam/AdamW with linear warmup (Ho et al.: Adam,
+    lr 2e-4, 5000 warmup steps, clip 1.0), constant or cosine-decayed after warmup."""
+    t = config.train
+    check_choice("optimizer", t.optimizer, ("adam", "adamw"))
+    check_choice("lr schedule", t.lr_schedule, ("constant", "cosine"))
+    warmup = optax.linear_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1))
+    if t.lr_schedule == "constant":
+        after = optax.constant_schedule(t.learning_rate)
+    else:
+        after = optax.cosine_decay_schedule(t.learning_rate, max(t.num_steps - t.warmup_steps, 1))
+    lr = optax.join_schedules([warmup, after], [t.warmup_steps])
+    if t.optimizer == "adam":
+        opt = optax.adam(lr, b1=t.b1, b2=t.b2, eps=t.eps)
+    else:
+        opt = optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay)
+    chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip > 0 else []
+    return optax.chain(*chain, opt)
+
+
+def create_train_state(config, model, optimizer, image_shape) -> TrainState:
+    """A fresh TrainState on the host: params from config.seed, EMA params equal to them."""
+    rng = jax.random.PRNGKey(config.seed)
+    init_rng, base_rng = jax.random.split(rng)
+    x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
+    t = jnp.zeros((1,), jnp.int32)
+    y = None if model.num_classes is None else jnp.zeros((1,), jnp.int32)
+    params = jax.jit(lambda r: model.init({"params": r}, x, t, y))(init_rng)
+    importance = (
+        losses.ImportanceState.create(config.diffusion.num_timesteps)
+        if config.diffusion.get("importance_sampling", False) else None
+    )
+    return TrainState(
+        step=jnp.int32(0), params=params, ema_params=params, opt_state=optimizer.init(params), rng=base_rng,
+        importance=importance,
+    )
+
+
+def ema_decay_at(step, decay: float, warmup: bool):
+    """The EMA decay at `step`: `decay`, or min(decay, (1 + step) / (10 + step)) with warmup."""
+    if not warmup:
+        return jnp.float32(decay)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_options, ema_decay, ema_warmup,
+               label_dropout=0.0):
+    """One optimizer step on this device's slice of the global batch; run under pmap over AXIS.
+
+    batch: dict(image float32 [B_dev, H, W, C], label int32 [B_dev] when the model is class-conditional).
+    Returns (new state, metrics averaged over devices).
+    """
+    step_rng = jax.random.fold_in(state.rng, state.step)
+    example_rng, dropout_rng = jax.random.split(step_rng)
+    device = jax.lax.axis_index(AXIS)
+    x0 = batch["image"]
+    per_device = x0.shape[0]
+    first_index = device * per_device
+    labels = None
+    if model.num_classes is not None:
+        labels = batch["label"]
+        if label_dropout > 0:  # the null label for classifier-free guidance (Ho & Salimans 2022)
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(example_rng, -1),
+                                                           first_index + jnp.arange(per_device))
+            drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(keys)
+            labels = jnp.where(drop, model.null_label, labels)
+
+    def loss_fn(params):
+        def model_fn(x, t):
+            return model.apply(params, x, t, labels, train=True,
+                               rngs={"dropout": jax.random.fold_in(dropout_rng, device)})
+
+        return losses.training_loss(model_fn, sched, x0, example_rng, first_index=first_index,
+                                    importance=state.importance, **loss_options)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = jax.lax.pmean(grads, AXIS)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    decay = ema_decay_at(state.step, ema_decay, ema_warmup)
+    ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    importance = state.importance
+    if importance is not None:
+        gather = functools.partial(jax.lax.all_gather, axis_name=AXIS, tiled=True)
+        importance = importance.update(gather(aux["t"]), gather(aux["loss"]))
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    metrics.update({k: jnp.mean(aux[k]) for k in ("mse", "vlb") if k in aux})
+    metrics = jax.lax.pmean(metrics, AXIS)
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
+                              importance=importance)
+    return new_state, metrics
+
+
+def make_multi_step(step_fn, devices=None):
+    """pmap of K train steps in one call: batch leaves [devices, K, B_dev, ...] -> (state, metrics mean over K).
+
+    The state argument is donated: its buffers are reused for the new state.
+    """
+
+    def multi(state, batches):
+        state, metrics = jax.lax.scan(step_fn, state, batches)
+        return state, jax.tree_util.tree_map(jnp.mean, metrics)
+
+    return parallel.pmap(multi, devices=devices, donate_argnums=(0,))
+
+
+class _Preemption:
+    """Turns SIGTERM into a flag the loop checks, so it can checkpoint before exiting."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no handler
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Preempted(Exception):
+    """Raised after a SIGTERM once the checkpoint of the current step is saved."""
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop_after: int | None = None,
+                       progress: bool = True) -> dict:
+    """Train to config.train.num_steps in `workdir`, resuming from its latest checkpoint.
+
+    Logs to workdir/metrics.jsonl and TensorBoard (workdir/tensorboard), writes EMA sample grids to
+    workdir/samples/, checkpoints to workdir/checkpoints/ every config.train.checkpoint_every steps and at the
+    end. A SIGTERM checkpoints the current step and raises `Preempted`; a non-finite loss raises
+    FloatingPointError and leaves the last good checkpoint as it was. `stop_after` ends the call after that many
+    steps without a final checkpoint, as a crash would (for tests). Returns dict(step, metrics, state, ...).
+    """
+    t_cfg = config.train
+    devices = devices or jax.local_devices()
+    lead = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    checkpoint.check_or_save_config(workdir, config)
+
+    pipeline_kwargs = dict(
+        global_batch_size=t_cfg.batch_size, seed=config.seed, random_flip=config.data.random_flip,
+        data_dir=config.data.get("data_dir", None), num_devices=len(devices),
+    )
+    arrays = data.load_arrays(config.data.source, "train", data_dir=config.data.get("data_dir", None))
+    image_shape = arrays.images.shape[1:]
+    model = configs.create_model(config)
+    if model.num_classes is not None and arrays.labels is None:
+        raise ValueError(f"config.model.num_classes is set but {config.data.source!r} has no labels.")
+    optimizer = create_optimizer(config)
+    sched = configs.create_schedule(config)
+    state = create_train_state(config, model, optimizer, image_shape)
+
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t_cfg.keep_checkpoints)
+    data_state = None
+    if ckpt.latest_step() is not None:
+        state, data_state = ckpt.restore(state)
+        state = jax.tree_util.tree_map(jnp.asarray, state)
+    pipeline = data.make_iterator(arrays, state=data_state, **pipeline_kwargs)
+
+    step_fn = functools.partial(
+        train_step, model=model, optimizer=optimizer, sched=sched, loss_options=configs.loss_options(config),
+        ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup, label_dropout=t_cfg.get("label_dropout", 0.0),
+    )
+    multi_step = make_multi_step(step_fn, devices)
+    writer = _MetricWriter(workdir) if lead else None
+    step = int(state.step)
+    start_step = step
+    end = t_cfg.num_steps if stop_after is None else min(t_cfg.num_steps, step + stop_after)
+    replicated = parallel.replicate(state, devices)
+    del state
+    bar = _progress_bar(step, t_cfg.num_steps, progress and lead)
+    metrics, timer = {}, _Timer()
+    try:
+        with _Preemption() as preemption:
+            while step < end:
+                k = min(t_cfg.steps_per_call, end - step)
+                batches = _stack([next(pipeline) for _ in range(k)])
+                replicated, metrics_dev = multi_step(replicated, batches)
+                metrics = {name: float(v[0]) for name, v in jax.device_get(metrics_dev).items()}
+                if not all(math.isfinite(v) for v in metrics.values()):
+                    raise FloatingPointError(
+                        f"non-finite training metrics at step {step + k}: {metrics}. Stopping; the last good "
+                        f"checkpoint (step {ckpt.latest_step()}) is intact. Lower the learning rate or enable "
+                        "gradient clipping (config.train.grad_clip)."
+                    )
+                step += k
+                timer.record(k * t_cfg.batch_size)
+                bar.update(k)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{timer.rate():.0f}")
+                if writer and (step % t_cfg.log_every < k or step == end):
+                    writer.write(step, dict(metrics, images_per_sec=timer.rate(),
+                                            compile_seconds=timer.first_call_seconds))
+                if lead and t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
+                    _write_samples(config, replicated, step, image_shape, workdir)
+                if step % t_cfg.checkpoint_every < k or step == t_cfg.num_steps or preemption.requested:
+                    ckpt.save(step, parallel.unreplicate(replicated), pipeline.state())
+                if preemption.requested:
+                    ckpt.wait()
+                    raise Preempted(f"SIGTERM: checkpoint of step {step} saved in {workdir}; rerun to resume.")
+    finally:
+        bar.close()
+        pipeline.close()
+        ckpt.close()
+        if writer:
+            writer.close()
+    state = parallel.unreplicate(replicated)
+    return dict(step=step, metrics=metrics, state=state, steps_run=step - start_step)
+
+
+def _stack(batches):
+    """K device-shaped batches -> leaves [devices, K, B_dev, ...]."""
+    return jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *batches)
+
+
+def _write_samples(config, replicated, step, image_shape, workdir):
+    ema = jax.tree_util.tree_map(lambda x: x[0], replicated.ema_params)
+    images = configs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
+    viz.save_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
+                  upscale=max(1, 128 // image_shape[0]))
+
+
+class _Timer:
+    """Images per second over the steady state (the first call, which compiles, is timed apart)."""
+
+    def __init__(self):
+        self.last = time.perf_counter()
+        self.first_call_seconds = None
+        self.images = 0
+        self.seconds = 0.0
+
+    def record(self, images: int):
+        now = time.perf_counter()
+        if self.first_call_seconds is None:
+            self.first_call_seconds = now - self.last
+        else:
+            self.images += images
+            self.seconds += now - self.last
+        self.last = now
+
+    def rate(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+
+class _MetricWriter:
+    """metrics.jsonl (appended across restarts) and TensorBoard scalars."""
+
+    def __init__(self, workdir: str):
+        from tensorboardX import SummaryWriter
+
+        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+        self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+    def write(self, step: int, metrics: dict):
+        self._jsonl.write(json.dumps(dict(step=step, time=time.time(), **metrics)) + "\n")
+        self._jsonl.flush()
+        for name, value in metrics.items():
+            if value is not None:
+                self._tb.add_scalar(f"train/{name}", value, step)
+        self._tb.flush()
+
+    def close(self):
+        self._jsonl.close()
+        self._tb.close()
+
+
+def _progress_bar(step: int, total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=step, disable=not enabled, unit="step", dynamic_ncols=True, mininterval=1.0)
