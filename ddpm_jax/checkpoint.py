@@ -115,3 +115,15 @@ def _get(config, dotted: str):
             return None
         value = value[name]
     return value
+
+
+def restore_params(workdir: str, *, ema: bool = True, step: int | None = None) -> tuple[Any, int]:
+    """(params, step) from the latest (or `step`'s) checkpoint of a run: the EMA params, or the raw ones."""
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    manager = ocp.CheckpointManager(directory)
+    step = manager.latest_step() if step is None else step
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}: train first (python -m ddpm_jax train ...).")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    return restored["state"]["ema_params" if ema else "params"], int(step)

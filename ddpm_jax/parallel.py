@@ -33,8 +33,14 @@ def replicate(tree, devices: Sequence | None = None):
 
 
 def unreplicate(tree):
-    """The first device's copy of a replicated pytree, as host numpy arrays."""
-    return jax.tree_util.tree_map(lambda x: np.asarray(x[0]), tree)
+    """The first device's copy of a replicated pytree, as host numpy arrays (no device computation)."""
+
+    def first(x):
+        if isinstance(x, jax.Array):  # the first shard, with or without its leading device axis of 1
+            return np.asarray(x.addressable_data(0)).reshape(x.shape[1:])
+        return np.asarray(x[0])
+
+    return jax.tree_util.tree_map(first, tree)
 
 
 def shard(batch, num_devices: int | None = None):

@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train = dict(
         num_steps=3000, batch_size=128, optimizer="adam", learning_rate=1e-3, lr_schedule="cosine",
         warmup_steps=100, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
-        ema_decay=0.999, ema_warmup=True, label_dropout=0.0, steps_per_call=10,
+        ema_decay=0.999, ema_warmup=True, label_dropout=0.0, steps_per_call=1,
         log_every=100, checkpoint_every=1000, sample_every=1000, keep_checkpoints=2,
     )
     config.sample = dict(sampler="ddim", num_steps=50, eta=0.0, num_images=64, clip_denoised=True,
