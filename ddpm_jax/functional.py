@@ -14,18 +14,29 @@ from jax.tree_util import Partial
 
 
 def bind(apply_fn: Callable, params: Any, **kwargs) -> Partial:
-    """model_fn(x_t, t) = apply_fn(params, x_t, t, **kwargs), as a pytree over params and kwargs' arrays."""
-    return Partial(_Apply(apply_fn), params, kwargs)
+    """model_fn(x_t, t, *args) = apply_fn(params, x_t, t, *args, **kwargs), a pytree over params and kwargs.
+
+    A bound method of an equal object (e.g. `model.apply` of an equal Flax module) gives an equal function, so
+    compiled callers are reused across equal models. Extra positional args (class labels) pass through.
+    """
+    owner, func = getattr(apply_fn, "__self__", None), getattr(apply_fn, "__func__", apply_fn)
+    try:
+        hash(owner)
+    except TypeError:  # an unhashable owner: keep the bound method itself (compared by identity)
+        owner, func = None, apply_fn
+    return Partial(_Apply(owner, func), params, kwargs)
 
 
 @dataclasses.dataclass(frozen=True)
 class _Apply:
-    """apply_fn with the argument order of `bind`; equal (same compiled code) for equal apply_fns."""
+    """apply_fn in `bind`'s argument order; equal for equal (owner, function) pairs."""
 
-    apply_fn: Callable
+    owner: Any  # the object of a bound method, or None for a plain function
+    func: Callable
 
-    def __call__(self, params, kwargs, x_t, t):
-        return self.apply_fn(params, x_t, t, **kwargs)
+    def __call__(self, params, kwargs, x_t, t, *args):
+        fn = self.func if self.owner is None else self.func.__get__(self.owner)
+        return fn(params, x_t, t, *args, **kwargs)
 
 
 def as_pytree(model_fn: Callable) -> Partial:

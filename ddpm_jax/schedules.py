@@ -17,18 +17,27 @@ import numpy as np
 MAX_BETA = 0.999  # Nichol & Dhariwal clip betas of alpha_bar-defined schedules at 0.999 (their sec. 3.2).
 
 
+def _scaled_ends(num_timesteps: int, beta_start: float, beta_end: float) -> tuple[float, float]:
+    """Both ends scaled by 1000 / T (Nichol & Dhariwal's code), so any T spans the same alpha_bar range."""
+    scale = 1000.0 / num_timesteps
+    if scale * beta_end >= 1.0:
+        raise ValueError(
+            f"beta_end {beta_end} scaled by 1000 / T = {scale:g} is {scale * beta_end:g} >= 1: T = {num_timesteps} "
+            f"is too short for this schedule. Use T > {math.floor(1000 * beta_end)}, a smaller beta_end, or 'cosine'."
+        )
+    return scale * beta_start, scale * beta_end
+
+
 def _linear(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     """Ho et al. 2020: betas linear in [1e-4, 0.02] for T = 1000, both ends scaled by 1000 / T."""
-    scale = 1000.0 / num_timesteps
-    return np.linspace(scale * beta_start, scale * beta_end, num_timesteps, dtype=np.float64)
+    start, end = _scaled_ends(num_timesteps, beta_start, beta_end)
+    return np.linspace(start, end, num_timesteps, dtype=np.float64)
 
 
 def _quadratic(num_timesteps: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
     """Ho et al.'s reference code ("quad"): sqrt(beta) linear between the (scaled) linear endpoints."""
-    scale = 1000.0 / num_timesteps
-    return np.linspace(
-        math.sqrt(scale * beta_start), math.sqrt(scale * beta_end), num_timesteps, dtype=np.float64
-    ) ** 2
+    start, end = _scaled_ends(num_timesteps, beta_start, beta_end)
+    return np.linspace(math.sqrt(start), math.sqrt(end), num_timesteps, dtype=np.float64) ** 2
 
 
 def betas_from_alpha_bar(

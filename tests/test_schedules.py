@@ -101,6 +101,8 @@ def test_bad_input():
         schedules.get_betas("exponential", 10)
     with pytest.raises(ValueError, match="num_timesteps"):
         schedules.get_betas("linear", 1)
+    with pytest.raises(ValueError, match="T = 20 is too short"):
+        schedules.get_betas("linear", 20)  # beta_end 0.02 * 1000 / 20 = 1
     with pytest.raises(ValueError, match="option"):
         schedules.get_betas("cosine", 10, beta_end=0.1)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):

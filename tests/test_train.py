@@ -14,7 +14,7 @@ from ddpm_jax import checkpoint, configs, data, train
 
 TINY = [
     "--config.model.ch=32", "--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1",
-    "--config.model.attn_resolutions=()", "--config.diffusion.num_timesteps=20",
+    "--config.model.attn_resolutions=()", "--config.diffusion.num_timesteps=40",
     "--config.train.batch_size=16", "--config.train.warmup_steps=2", "--config.train.sample_every=0",
     "--config.train.log_every=1", "--config.sample.num_steps=5", "--config.train.num_steps=4",
     "--config.train.checkpoint_every=2",
