@@ -20,6 +20,25 @@ from ddpm_jax.models.unet import UNet
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def base_config() -> ml_collections.ConfigDict:
+    """Every field an experiment has, at Ho et al.'s CIFAR-10 settings (experiments override what differs)."""
+    return ml_collections.ConfigDict(dict(
+        seed=0,
+        data=dict(source="cifar10", data_dir=None, random_flip=True),
+        model=dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
+                   scale_shift_norm=False, num_classes=None, num_heads=1, dtype="float32"),
+        diffusion=dict(schedule="linear", num_timesteps=1000, zero_terminal_snr=False, schedule_options={},
+                       prediction="eps", variance="fixed_large", loss_type="mse", weighting="none",
+                       hybrid_lambda=1e-3, min_snr_gamma=5.0, p2_k=1.0, p2_gamma=1.0, importance_sampling=False),
+        train=dict(num_steps=800_000, batch_size=128, optimizer="adam", learning_rate=2e-4, lr_schedule="constant",
+                   warmup_steps=5000, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
+                   ema_decay=0.9999, ema_warmup=False, label_dropout=0.0, steps_per_call=1,
+                   log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3),
+        sample=dict(sampler="ddim", num_steps=50, eta=0.0, num_images=64, clip_denoised=True,
+                    per_device_batch=None),
+    ))
+
+
 def create_model(config: ml_collections.ConfigDict) -> UNet:
     """The U-Net of config.model; learn_sigma follows config.diffusion.variance == "learned_range"."""
     m = config.model

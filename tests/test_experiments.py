@@ -1,0 +1,32 @@
+"""Every experiment config loads, builds its U-Net and schedule, and the paper configs have the paper's size."""
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from ddpm_jax import configs
+from ddpm_jax.models import unet
+
+EXPERIMENTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments", "*.py")))
+IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
+                "celeb_a": (64, 64, 3)}
+EXPECTED_PARAMS = {"cifar10.py": 35_746_307, "celeba64.py": 78_700_803}  # Ho et al.: 35.7M; DDIM's CelebA model
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+def test_experiment_builds(path):
+    config = configs.load_config(path)
+    assert configs.load_config(path, ["--config.train.num_steps=7"]).train.num_steps == 7
+    model = configs.create_model(config)
+    shape = IMAGE_SHAPES[config.data.source]
+    params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
+                                               jnp.zeros((1,), jnp.int32)))
+    sched = configs.create_schedule(config)
+    assert sched.num_timesteps == config.diffusion.num_timesteps
+    assert configs.create_model(config).learn_sigma == (config.diffusion.variance == "learned_range")
+    expected = EXPECTED_PARAMS.get(os.path.basename(path))
+    if expected:
+        assert unet.count_params(params) == expected
