@@ -17,7 +17,11 @@ import time
 
 
 def _train(args, overrides):
-    from ddpm_jax import configs, train
+    from ddpm_jax import configs, parallel, train
+
+    if args.distributed or args.coordinator_address:
+        parallel.initialize_distributed(args.coordinator_address, args.num_processes, args.process_id,
+                                        cpu_collectives=args.cpu_collectives)
 
     config = configs.load_config(args.config, overrides)
     try:
@@ -104,6 +108,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("train", help="train (or resume) a run; --config.a.b=value overrides config fields")
     p.add_argument("--config", required=True, help="experiment file defining get_config()")
     p.add_argument("--workdir", required=True, help="run directory: checkpoints, samples, metrics")
+    g = p.add_argument_group("several processes (jax.distributed)")
+    g.add_argument("--distributed", action="store_true", help="start jax.distributed, detecting the cluster "
+                   "(TPU pod slice, SLURM, Open MPI)")
+    g.add_argument("--coordinator-address", default=None, help="host:port of process 0 (with the next two)")
+    g.add_argument("--num-processes", type=int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
+    g.add_argument("--cpu-collectives", default=None, help="'gloo' for CPU devices across processes")
 
     p = sub.add_parser("sample", help="sample from a run's latest checkpoint (EMA params)")
     p.add_argument("--workdir", required=True)

@@ -1,7 +1,10 @@
-"""Everything about devices: the data-parallel axis, pmap, replication and sharding of host arrays.
+"""Everything about devices: the distributed runtime, the data-parallel axis, pmap, replication, sharding.
 
-The strategy is plain data parallelism: params replicated on every local device, each device a slice of the
-batch, gradients and metrics averaged with `lax.pmean` over the axis named `AXIS`.
+The strategy is plain data parallelism: params replicated on every device, each device a slice of the batch,
+gradients and metrics averaged with `lax.pmean` over the axis named `AXIS`. With several processes (TPU pod
+slices, GPU clusters), `initialize_distributed` starts JAX's runtime first; each process then feeds its local
+devices, and the same pmap reduces over the devices of all processes (device d of process p has axis index
+p * local_device_count + d).
 """
 
 from __future__ import annotations
@@ -13,6 +16,28 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"
+
+
+def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None, *, cpu_collectives: str | None = None) -> None:
+    """Start JAX's distributed runtime; call once, before anything touches devices.
+
+    With no arguments JAX detects the cluster (TPU pod slices, SLURM, Open MPI); otherwise give all three:
+    the coordinator's host:port (process 0's), the number of processes and this one's id. `cpu_collectives`
+    ("gloo") enables cross-process collectives for CPU devices (tests, CPU clusters).
+    """
+    given = [coordinator_address, num_processes, process_id]
+    if any(v is not None for v in given) and not all(v is not None for v in given):
+        raise ValueError("give all of coordinator_address, num_processes and process_id, or none (auto-detect).")
+    if cpu_collectives:
+        jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+    jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
+                               process_id=process_id)
+
+
+def first_local_device_index() -> int:
+    """The axis index of this process's first device: process_index * local_device_count."""
+    return jax.process_index() * jax.local_device_count()
 
 
 def pmap(fn: Callable, *, in_axes=0, devices: Sequence | None = None, donate_argnums=()) -> Callable:

@@ -17,6 +17,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
 from ddpm_jax import diffusion, functional, parallel
@@ -343,7 +344,8 @@ def sample_sharded(
     progress: Callable[[int, int], None] | None = None,
     **sampler_options,
 ):
-    """Draw `num_samples` images [N, H, W, C] with `sampler` across `devices` (default: all local) via pmap.
+    """Draw `num_samples` images [N, H, W, C] with `sampler` across `devices` via pmap (default: all local
+    devices, and with several processes all devices of all processes, every process receiving all samples).
 
     Sample i draws its randomness from fold_in(rng, i), so the same rng gives the same images on any number of
     devices. `labels` int32 [N] condition a model_fn(x_t, t, y); with `null_label` they are guided with
@@ -351,8 +353,10 @@ def sample_sharded(
     all at once) bound memory; `progress(done, total)` is called after each round. `sampler_options` go to
     `ancestral_sample` or `ddim_sample`.
     """
+    distributed = devices is None and jax.process_count() > 1
     devices = devices or jax.local_devices()
-    n_dev = len(devices)
+    n_dev = len(devices) * (jax.process_count() if distributed else 1)  # all devices of all processes
+    first_device = parallel.first_local_device_index() if distributed else 0
     per_device = per_device_batch or math.ceil(num_samples / n_dev)
     per_round = per_device * n_dev
     rounds = math.ceil(num_samples / per_round)
@@ -364,13 +368,17 @@ def sample_sharded(
     options = dict(sampler_options, shape=(per_device,) + tuple(image_shape))
     if null_label is not None:
         options["null_label"] = null_label
-    pmapped = _pmapped_sampler(sampler, tuple(sorted(options.items())), tuple(devices), labels is not None)
+    pmapped = _pmapped_sampler(sampler, tuple(sorted(options.items())), None if distributed else tuple(devices),
+                               labels is not None)
     model_fn = functional.as_pytree(model_fn)
+    local = slice(first_device, first_device + len(devices))  # this process's devices
     out = []
     for r in range(rounds):
-        first = r * per_round + per_device * np.arange(n_dev, dtype=np.int32)
-        round_labels = None if labels is None else labels[r * per_round:(r + 1) * per_round].reshape(n_dev, -1)
+        first = (r * per_round + per_device * np.arange(n_dev, dtype=np.int32))[local]
+        round_labels = None if labels is None else labels[r * per_round:(r + 1) * per_round].reshape(n_dev, -1)[local]
         x = pmapped(model_fn, sched, rng, first, round_labels, jnp.float32(guidance_scale))
+        if distributed:  # every process gets every sample
+            x = multihost_utils.process_allgather(x, tiled=True)
         out.append(np.asarray(x).reshape((per_round,) + tuple(image_shape)))
         if progress:
             progress(min((r + 1) * per_round, num_samples), num_samples)

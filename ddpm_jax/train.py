@@ -129,7 +129,8 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
     if importance is not None:
         gather = functools.partial(jax.lax.all_gather, axis_name=AXIS, tiled=True)
         importance = importance.update(gather(aux["t"]), gather(aux["loss"]))
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads)}
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
+    metrics = {"loss": loss, "grad_norm": grad_norm}
     metrics.update({k: jnp.mean(aux[k]) for k in ("mse", "vlb") if k in aux})
     metrics = jax.lax.pmean(metrics, AXIS)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
@@ -191,6 +192,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     steps without a final checkpoint, as a crash would (for tests). Returns dict(step, metrics, state, ...).
     """
     t_cfg = config.train
+    # Several processes: pmap over all devices of all processes (each process feeding its local ones).
+    pmap_devices = None if devices is None and jax.process_count() > 1 else tuple(devices or jax.local_devices())
     devices = devices or jax.local_devices()
     lead = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
@@ -235,7 +238,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
             while step < end:
                 k = min(t_cfg.steps_per_call, end - step)
                 batches = _stack([next(pipeline) for _ in range(k)])
-                replicated, metrics_dev = _compiled_steps(step_config, tuple(devices), k)(replicated, batches)
+                replicated, metrics_dev = _compiled_steps(step_config, pmap_devices, k)(replicated, batches)
                 metrics = {name: float(v[0]) for name, v in jax.device_get(metrics_dev).items()}
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise FloatingPointError(
@@ -250,8 +253,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
                 if writer and (step % t_cfg.log_every < k or step == end):
                     writer.write(step, dict(metrics, images_per_sec=timer.rate(),
                                             compile_seconds=timer.first_call_seconds))
-                if lead and t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
-                    _write_samples(config, replicated, step, image_shape, workdir)
+                if t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
+                    _write_samples(config, replicated, step, image_shape, workdir if lead else None)
                 if step % t_cfg.checkpoint_every < k or step == t_cfg.num_steps or preemption.requested:
                     ckpt.save(step, parallel.unreplicate(replicated), pipeline.state())
                 if preemption.requested:
@@ -281,7 +284,7 @@ def _step_config_json(config) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(step_config: str, devices: tuple, steps: int):
+def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
     """The pmapped `steps`-step function for a config (as `_step_config_json`), compiled once per process."""
     config = configs.from_json(step_config)
     t_cfg = config.train
@@ -299,8 +302,11 @@ def _stack(batches):
 
 
 def _write_samples(config, replicated, step, image_shape, workdir):
+    """EMA samples (every process takes part in sampling); the grid is written where workdir is given."""
     ema = parallel.unreplicate(replicated.ema_params)
     images = configs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
+    if workdir is None:
+        return
     viz.save_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
                   upscale=max(1, 128 // image_shape[0]))
 
