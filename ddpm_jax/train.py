@@ -25,6 +25,7 @@ import optax
 
 from ddpm_jax import checkpoint, configs, data, losses, parallel, viz
 from ddpm_jax.diffusion import check_choice
+from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.parallel import AXIS
 
 
@@ -97,7 +98,7 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
     Returns (new state, metrics averaged over devices).
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
-    example_rng, dropout_rng = jax.random.split(step_rng)
+    example_rng, dropout_rng, label_rng = jax.random.split(step_rng, 3)
     device = jax.lax.axis_index(AXIS)
     x0 = batch["image"]
     per_device = x0.shape[0]
@@ -106,9 +107,8 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
     if model.num_classes is not None:
         labels = batch["label"]
         if label_dropout > 0:  # the null label for classifier-free guidance (Ho & Salimans 2022)
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.fold_in(example_rng, -1),
-                                                           first_index + jnp.arange(per_device))
-            drop = jax.vmap(lambda k: jax.random.bernoulli(k, label_dropout))(keys)
+            keys = example_keys(label_rng, per_device, first_index)
+            drop = per_example(lambda k: jax.random.bernoulli(k, label_dropout), keys)
             labels = jnp.where(drop, model.null_label, labels)
 
     def loss_fn(params):

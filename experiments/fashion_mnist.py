@@ -12,7 +12,8 @@ from ddpm_jax.configs import base_config
 def get_config():
     config = base_config()
     config.data.update(source="fashion_mnist", random_flip=True)
-    config.model.update(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), dropout=0.1)
+    config.model.update(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), dropout=0.1,
+                        norm_groups=16, scale_shift_norm=True)
     config.train.update(num_steps=40_000, batch_size=128, learning_rate=5e-4, lr_schedule="cosine",
                         warmup_steps=500, ema_decay=0.9995, ema_warmup=True, checkpoint_every=2000,
                         sample_every=5000)

@@ -144,3 +144,34 @@ def test_config_overrides():
         tiny_config("--config.train.lr=1")
     with pytest.raises(ValueError, match="train.batch_size"):
         tiny_config("--config.train.batch_size=big")
+
+
+def test_sample_command(reference_run, tmp_path, capsys):
+    from ddpm_jax.__main__ import main
+
+    _, _, workdir = reference_run
+    out = tmp_path / "grid.png"
+    assert main(["sample", "--workdir", workdir, "--num", "5", "--steps", "5", "--out", str(out)]) == 0
+    images = np.load(tmp_path / "grid.npz")["images"]
+    assert out.exists() and images.shape == (5, 8, 8, 1) and np.all(np.abs(images) <= 1)
+    assert "5 samples in" in capsys.readouterr().out
+    assert main(["sample", "--workdir", str(tmp_path / "nothing"), "--num", "2"]) == 2  # a clear error, no trace
+
+
+def test_class_conditional_training_and_guided_sampling(tmp_path):
+    config = tiny_config("--config.model.num_classes=10", "--config.train.label_dropout=0.5",
+                         "--config.train.num_steps=1", "--config.sample.clip_denoised=False")
+    result = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    # Zero-initialized layers make labels barely matter after a few steps: perturb every weight.
+    leaves, tree = jax.tree_util.tree_flatten(result["state"].params)
+    noise = [0.05 * np.random.default_rng(i).standard_normal(x.shape) for i, x in enumerate(leaves)]
+    params = jax.tree_util.tree_unflatten(tree, [x + n.astype(x.dtype) for x, n in zip(leaves, noise)])
+    assert params["params"]["label_emb"]["embedding"].shape == (11, 128)  # 10 classes + the null label
+    labels = np.arange(6) % 10
+    guided = configs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels,
+                            guidance_scale=3.0)
+    plain = configs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels)
+    assert guided.shape == (6, 8, 8, 1) and np.all(np.isfinite(guided))
+    assert np.abs(guided - plain).mean() > 1e-2 * np.abs(plain).mean()
+    with pytest.raises(ValueError, match="unconditional"):
+        configs.sample(tiny_config(), params, jax.random.PRNGKey(0), 2, (8, 8, 1), labels=[1, 2])

@@ -249,3 +249,25 @@ def test_adam_steps_decrease_mse(perturbed):
                     if not np.any(np.asarray(g))]
             assert not dead, dead
     assert losses[1] < losses[0] and losses[2] < losses[1], losses
+
+
+def test_time_conditioning_survives_small_group_norms():
+    """With one channel per group the additive time embedding is normalized away (Ho's design at ch 32); fewer
+    groups or scale-shift norm keep it. Checked on a random (non-zero) model."""
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 8, 8, 1))
+
+    def time_effect(**fields):
+        model = unet.UNet(ch=32, ch_mult=(1,), num_res_blocks=1, attn_resolutions=(), dropout=0.0, **fields)
+        params = model.init(jax.random.PRNGKey(1), x, jnp.zeros((2,), jnp.int32))
+        leaves, tree = jax.tree_util.tree_flatten(params)
+        params = jax.tree_util.tree_unflatten(
+            tree, [p + 0.1 * jax.random.normal(jax.random.PRNGKey(i), p.shape) for i, p in enumerate(leaves)])
+        a = model.apply(params, x, jnp.array([1, 1]))
+        b = model.apply(params, x, jnp.array([900, 900]))
+        return float(jnp.abs(a - b).mean() / jnp.abs(a).mean())
+
+    assert time_effect() < 1e-4
+    assert time_effect(norm_groups=8) > 1e-2
+    assert time_effect(scale_shift_norm=True) > 1e-2
+    with pytest.raises(ValueError, match="norm_groups"):
+        unet.UNet(ch=32, norm_groups=5).init(jax.random.PRNGKey(0), x, jnp.zeros((2,), jnp.int32))

@@ -111,8 +111,8 @@ def count_params(params: Any) -> int:
     return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
 
 
-def _group_norm(name: str, dtype: Any) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=NUM_GROUPS, epsilon=GROUPNORM_EPS, dtype=dtype, name=name)
+def _group_norm(name: str, dtype: Any, groups: int = NUM_GROUPS) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=groups, epsilon=GROUPNORM_EPS, dtype=dtype, name=name)
 
 
 def _conv(features: int, name: str, dtype: Any, *, kernel: int = 3, stride: int = 1,
@@ -137,21 +137,22 @@ class ResnetBlock(nn.Module):
     out_ch: int | None = None
     dropout: float = 0.0
     scale_shift_norm: bool = False
+    norm_groups: int = NUM_GROUPS
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, *, train: bool = False) -> jax.Array:
         C = x.shape[-1]
         out_ch = C if self.out_ch is None else self.out_ch
-        h = swish(_group_norm("norm1", self.dtype)(x))
+        h = swish(_group_norm("norm1", self.dtype, self.norm_groups)(x))
         h = _conv(out_ch, "conv1", self.dtype)(h)
         emb = _dense(2 * out_ch if self.scale_shift_norm else out_ch, "temb_proj", self.dtype)(swish(temb))
         emb = emb[:, None, None, :]
         if self.scale_shift_norm:
             scale, shift = jnp.split(emb, 2, axis=-1)
-            h = _group_norm("norm2", self.dtype)(h) * (1 + scale) + shift
+            h = _group_norm("norm2", self.dtype, self.norm_groups)(h) * (1 + scale) + shift
         else:
-            h = _group_norm("norm2", self.dtype)(h + emb)
+            h = _group_norm("norm2", self.dtype, self.norm_groups)(h + emb)
         h = swish(h)
         h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
         h = _conv(out_ch, "conv2", self.dtype, init_scale=0.0)(h)
@@ -168,6 +169,7 @@ class AttnBlock(nn.Module):
     """
 
     num_heads: int = 1
+    norm_groups: int = NUM_GROUPS
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -176,7 +178,7 @@ class AttnBlock(nn.Module):
         if C % self.num_heads:
             raise ValueError(f"attention channels ({C}) must be divisible by num_heads ({self.num_heads})")
         d = C // self.num_heads
-        h = _group_norm("norm", self.dtype)(x)
+        h = _group_norm("norm", self.dtype, self.norm_groups)(x)
         q = _dense(C, "q", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
         k = _dense(C, "k", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
         v = _dense(C, "v", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
@@ -231,6 +233,9 @@ class UNet(nn.Module):
         num_classes (`null_label`) is the unconditional label, used when y is None.
       resamp_with_conv: conv (True) or pooling / plain nearest upsampling (False) between levels.
       num_heads: attention heads (1 in the reference).
+      norm_groups: GroupNorm groups (32 in the reference). Ho et al. add the time embedding before norm2, so
+        where a level has norm_groups channels (one per group) the normalization removes it: small models
+        (ch 32) need fewer groups or scale_shift_norm, which conditions after the normalization.
       dtype: compute dtype (params stay float32; the output is cast to float32).
     """
 
@@ -245,6 +250,7 @@ class UNet(nn.Module):
     num_classes: int | None = None
     resamp_with_conv: bool = True
     num_heads: int = 1
+    norm_groups: int = NUM_GROUPS
     dtype: Any = jnp.float32
 
     @property
@@ -253,8 +259,9 @@ class UNet(nn.Module):
         return self.num_classes
 
     def _check_inputs(self, x: jax.Array, t: jax.Array, y: jax.Array | None) -> None:
-        if self.ch % NUM_GROUPS:
-            raise ValueError(f"ch must be divisible by the {NUM_GROUPS} GroupNorm groups, got ch={self.ch}")
+        if self.norm_groups < 1 or self.ch % self.norm_groups:
+            raise ValueError(f"ch must be divisible by the {self.norm_groups} GroupNorm groups (norm_groups), "
+                             f"got ch={self.ch}")
         if not self.ch_mult:
             raise ValueError("ch_mult must name at least one resolution level, got ()")
         if x.ndim != 4:
@@ -295,10 +302,11 @@ class UNet(nn.Module):
 
         def resnet(h, name, out=None):
             return ResnetBlock(out_ch=out, dropout=self.dropout, scale_shift_norm=self.scale_shift_norm,
+                               norm_groups=self.norm_groups,
                                dtype=dt, name=name)(h, temb, train=train)
 
         def attn(h, name):
-            return AttnBlock(num_heads=self.num_heads, dtype=dt, name=name)(h)
+            return AttnBlock(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt, name=name)(h)
 
         # Timestep (and class) embedding.
         temb = get_timestep_embedding(t, self.ch)
@@ -339,7 +347,7 @@ class UNet(nn.Module):
         assert not hs
 
         # End.
-        h = swish(_group_norm("norm_out", dt)(h))
+        h = swish(_group_norm("norm_out", dt, self.norm_groups)(h))
         h = _conv(out_ch, "conv_out", dt, init_scale=0.0)(h)
         return h.astype(jnp.float32)
 
