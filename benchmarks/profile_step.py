@@ -10,8 +10,10 @@ same executable:
 
   kind   conv / dot through YNNPACK (XLA:CPU's library fusions, `__ynn_fusion`), a convolution or dot XLA emits
          itself (no library), elementwise / reduction loop fusions, copies and transposes, other;
-  phase  forward (`jvp(...)` in the op's source metadata), backward (`transpose(jvp(...))`), or the rest
-         (loss, RNG, the optimizer, the EMA).
+  phase  forward (`jvp(...)` in the op's source metadata), backward (`transpose(jvp(...))`), the rest
+         (loss, RNG, the optimizer, the EMA), or no metadata: ops XLA created without source metadata, in
+         practice the kernel-gradient convolutions and dots it rewrote into canonical form and the transposes
+         feeding them (backward work).
 
 Op times are summed over threads: where XLA runs independent ops concurrently the sum can exceed the wall time.
 """
@@ -68,7 +70,7 @@ def classify(name: str, instrs, comps) -> tuple[str, str]:
         return "other", "rest"
     op_name = info["op_name"]
     phase = "backward" if "transpose(jvp" in op_name else "forward" if "jvp(" in op_name or "/UNet" in op_name \
-        else "rest"
+        else "rest" if op_name else "no metadata"
     ops = comps.get(info["calls"], set()) if info["calls"] else {info["opcode"]}
     if info["ynn"]:
         what = "conv" if "convolution" in ops else "dot" if "dot" in ops else "reduce" if "reduce" in ops else "other"
@@ -151,13 +153,13 @@ def main(argv=None):
         by_phase[phase] += ms
     total = sum(per_op.values())
     kinds = sorted({k for k, _ in by_kind}, key=lambda k: -sum(v for (kk, _), v in by_kind.items() if kk == k))
-    phases = ("forward", "backward", "rest")
+    phases = ("forward", "backward", "rest", "no metadata")
     rows = []
     for k in kinds:
         cells = [by_kind.get((k, ph), 0.0) for ph in phases]
         rows.append([k] + [f"{c:.1f}" for c in cells] + [f"{sum(cells):.1f}", f"{100 * sum(cells) / total:.0f}%"])
     rows.append(["total"] + [f"{by_phase.get(ph, 0.0):.1f}" for ph in phases] + [f"{total:.1f}", "100%"])
-    text = common.table(["op kind", "forward ms", "backward ms", "rest ms", "all ms", "share"], rows)
+    text = common.table(["op kind", "forward ms", "backward ms", "rest ms", "no metadata ms", "all ms", "share"], rows)
     top = [[n, *classify(n, instrs, comps), f"{ms:.2f}", instrs.get(n, {}).get("op_name", "")[-70:]]
            for n, ms in per_op.most_common(args.top)]
     top_text = common.table(["op", "kind", "phase", "ms", "source"], top)
