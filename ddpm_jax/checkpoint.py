@@ -8,7 +8,6 @@ config is written beside them (config.json), and a restart with an incompatible 
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import jax
@@ -17,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ddpm_jax import configs
+from ddpm_jax.files import atomic_write
 
 CONFIG_FILE = "config.json"
 
@@ -64,20 +64,9 @@ class Checkpointer:
 
 
 def write_atomic(path: str, text: str) -> None:
-    """Write a text file atomically: a temporary file in the same directory, then a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write a text file atomically (see `files.atomic_write`)."""
+    with atomic_write(path) as f:
+        f.write(text)
 
 
 def check_or_save_config(workdir: str, config: ml_collections.ConfigDict) -> None:

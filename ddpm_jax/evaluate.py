@@ -37,13 +37,11 @@ Choices made here:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Callable, Sequence
 
@@ -51,7 +49,8 @@ import jax
 import numpy as np
 from jax.tree_util import Partial
 
-from ddpm_jax import checkpoint, configs, data, diffusion, functional, metrics, parallel
+from ddpm_jax import checkpoint, configs, data, diffusion, functional, metrics, parallel, sampling
+from ddpm_jax.files import atomic_write
 
 __all__ = [
     "evaluate", "bits_per_dim_dataset", "resolve_feature_network", "reference_features", "quantize_to_grid",
@@ -67,27 +66,13 @@ PR_K = 3
 # ------------------------------------------------------------------------------------------------ bits/dim
 
 
-def _with_labels(model_fn, labels, x_t, t):
-    return model_fn(x_t, t, labels)
-
-
-@dataclasses.dataclass(frozen=True)
-class _ApplyWithLabels:
-    """model_fn(x_t, t, y) = apply_fn(params, x_t, t, y), as a Partial over params (cf. functional.bind)."""
-
-    apply_fn: Callable
-
-    def __call__(self, params, x_t, t, y):
-        return self.apply_fn(params, x_t, t, y)
-
-
 @functools.lru_cache(maxsize=16)
 def _pmapped_bpd(prediction: str, variance: str, clip_denoised: bool, devices: tuple, has_labels: bool):
     """One device's batch -> (total, prior, decoder) bpd [b]; example i's noise from fold_in(rng, index_i)."""
 
     def one(model_fn, sched, rng, x, index, y):
         if y is not None:
-            model_fn = Partial(_with_labels, model_fn, y[None])
+            model_fn = Partial(sampling.with_labels, model_fn, y[None])
         terms = diffusion.bits_per_dim_terms(
             model_fn, sched, x[None], jax.random.fold_in(rng, index),
             prediction=prediction, variance=variance, clip_denoised=clip_denoised,
@@ -212,23 +197,14 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
 
 
-def _batches(images: np.ndarray, max_value: int, batch_size: int = 1000):
+def _chunks(images: np.ndarray, batch_size: int = 1000):
     for start in range(0, images.shape[0], batch_size):
-        yield data.to_float(images[start:start + batch_size], max_value)
+        yield images[start:start + batch_size]
 
 
-def _save_npz_atomic(path: str, **arrays) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _batches(images: np.ndarray, max_value: int, batch_size: int = 1000):
+    """uint8 images in float [-1, 1] batches."""
+    return (data.to_float(chunk, max_value) for chunk in _chunks(images, batch_size))
 
 
 def reference_features(
@@ -283,8 +259,8 @@ def reference_features(
         else:
             a = split_arrays()
             features = metrics.extract_features(network, _batches(a.images[subset], a.max_value))["features"]
-        _save_npz_atomic(features_path, features=features.astype(np.float32), indices=subset,
-                         feature_network=np.array(network.name))
+        with atomic_write(features_path, "wb") as f:
+            np.savez(f, features=features.astype(np.float32), indices=subset, feature_network=np.array(network.name))
     return stats, features, dict(stats_cache=stats_path, features_cache=features_path, reference_examples=count,
                                  reference_features=n)
 
@@ -409,8 +385,7 @@ def evaluate(
         conditional = model.num_classes is not None
         if conditional and a.labels is None:
             raise ValueError(f"the model is class-conditional but {source!r} split {split!r} has no labels.")
-        model_fn = (Partial(_ApplyWithLabels(model.apply), params) if conditional
-                    else functional.bind(model.apply, params))
+        model_fn = functional.bind(model.apply, params)  # model_fn(x_t, t[, y])
         bar = tqdm(total=n, unit="img", desc=f"bits/dim ({split})", disable=not progress)
         t0 = time.perf_counter()
         out = bits_per_dim_dataset(
@@ -452,7 +427,7 @@ def evaluate(
         walls["sampling"] = time.perf_counter() - t0
         max_value = arrays(ref_split).max_value
         t0 = time.perf_counter()
-        fake = metrics.extract_features(network, _float_batches(quantize_to_grid(samples, max_value)))
+        fake = metrics.extract_features(network, _chunks(quantize_to_grid(samples, max_value)))
         walls["features"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         stats, real_features, ref_info = reference_features(
@@ -473,11 +448,6 @@ def evaluate(
         checkpoint.write_atomic(path, json.dumps(report, indent=2))
         report["path"] = path
     return report
-
-
-def _float_batches(images: np.ndarray, batch_size: int = 1000):
-    for start in range(0, images.shape[0], batch_size):
-        yield images[start:start + batch_size]
 
 
 def _check_classifier_dataset(spec, source: str) -> None:

@@ -306,7 +306,8 @@ def classifier_free_guidance(model_fn: Callable, labels, guidance_scale, null_la
                    jnp.float32(guidance_scale), jnp.int32(null_label))
 
 
-def _with_labels(model_fn, labels, x_t, t):
+def with_labels(model_fn, labels, x_t, t):
+    """model_fn(x_t, t, labels) as a model of (x_t, t): bind with `Partial(with_labels, model_fn, labels)`."""
     return model_fn(x_t, t, labels)
 
 
@@ -320,7 +321,7 @@ def _device_sampler(sampler: str, options: dict):
     def sample(model_fn, sched, rng, first_index, labels, guidance_scale):
         if labels is not None:
             if null_label is None:
-                model_fn = Partial(_with_labels, model_fn, labels)
+                model_fn = Partial(with_labels, model_fn, labels)
             else:
                 model_fn = classifier_free_guidance(model_fn, labels, guidance_scale, null_label)
         return sample_fn(model_fn, sched, rng, first_index=first_index, **options)

@@ -13,7 +13,6 @@ importing this module selects no backend, needs no display and leaves no global 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Sequence, Union
 

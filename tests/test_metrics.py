@@ -1,6 +1,5 @@
 """Tests for ddpm_jax.metrics: FID, RunningStats, IS, KID, precision/recall, feature networks, FID Inception."""
 
-import os
 import warnings
 
 import jax

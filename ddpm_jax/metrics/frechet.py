@@ -27,10 +27,11 @@ running-sums method without its cancellation), and saves them as .npz with the n
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
+
+from ddpm_jax.files import atomic_write
 
 __all__ = ["frechet_distance", "RunningStats", "load_stats"]
 
@@ -183,18 +184,8 @@ class RunningStats:
         if not path.endswith(".npz"):
             raise ValueError(f"Statistics are saved as .npz; the path must end in '.npz', got {path!r}.")
         mu, sigma = self.mean(), self.cov()
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".npz", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, mu=mu, sigma=sigma, count=np.int64(self.count),
-                         feature_network=np.array(self.feature_network))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_write(path, "wb") as f:
+            np.savez(f, mu=mu, sigma=sigma, count=np.int64(self.count), feature_network=np.array(self.feature_network))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunningStats":
