@@ -1,11 +1,12 @@
-"""The command line: python -m ddpm_jax {train,sample,evaluate,train-classifier} ... (thin: it parses and calls
-library functions).
+"""The command line: python -m ddpm_jax {train,sample,evaluate,train-classifier,plots} ... (thin: it parses and
+calls library functions).
 
     python -m ddpm_jax train --config experiments/digits.py --workdir runs/digits [--config.train.batch_size=64]
     python -m ddpm_jax sample --workdir runs/digits --num 64 --sampler ddim --steps 50 --eta 0 --out grid.png
     python -m ddpm_jax train-classifier --dataset digits --workdir runs/classifier_digits
     python -m ddpm_jax evaluate --workdir runs/digits --num-samples 10000 --sampler ddim --steps 100 \
         --feature-net classifier:runs/classifier_digits [--bpd-examples 1000] [--split test]
+    python -m ddpm_jax plots --out-dir pictures [--workdir runs/digits]
 """
 
 from __future__ import annotations
@@ -101,6 +102,34 @@ def _train_classifier(args, overrides):
     return 0
 
 
+def _plots(args, overrides):
+    import jax
+
+    from ddpm_jax import checkpoint, configs, data, functional, sampling, viz
+
+    out = args.out_dir
+    written = [viz.plot_schedules(os.path.join(out, "schedules.png"))]
+    if args.workdir:
+        config = configs.apply_overrides(checkpoint.load_saved_config(args.workdir), overrides)
+        source = config.data.source
+    else:
+        config, source = None, "digits"
+    a = data.load_arrays(source, "train", data_dir=config.data.get("data_dir", None) if config else None)
+    x0 = data.to_float(a.images[:1], a.max_value)[0]
+    written.append(viz.save_forward_process_strip(x0, os.path.join(out, "forward_process.png"),
+                                                  schedule_names=("linear", "quadratic", "cosine", "sigmoid")))
+    if config is not None:
+        params, _ = checkpoint.restore_params(args.workdir)
+        model = configs.create_model(config)
+        _, trajectory = sampling.ddim_sample(
+            functional.bind(model.apply, params), configs.create_schedule(config), jax.random.PRNGKey(args.seed),
+            (8,) + x0.shape, num_steps=config.sample.num_steps, prediction=config.diffusion.prediction,
+            trajectory_steps=10)
+        written.append(viz.reverse_process_strip(trajectory, os.path.join(out, "reverse_process.png")))
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ddpm_jax", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -162,13 +191,20 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a classifier already in --workdir")
 
+    p = sub.add_parser("plots", help="the tutorial views: schedules, the forward process, a reverse trajectory")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--workdir", default=None, help="a run: its data for the forward strip, its EMA model for "
+                   "a DDIM reverse-process strip (default: the digits, no reverse strip)")
+    p.add_argument("--seed", type=int, default=0)
+
     args, rest = parser.parse_known_args(argv)
     overrides = [a for a in rest if a.startswith("--config.")]
     unknown = [a for a in rest if not a.startswith("--config.")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "train-classifier": _train_classifier}
+        handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "train-classifier": _train_classifier,
+                    "plots": _plots}
         return handlers[args.command](args, overrides)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -175,3 +175,12 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
     assert np.abs(guided - plain).mean() > 1e-2 * np.abs(plain).mean()
     with pytest.raises(ValueError, match="unconditional"):
         configs.sample(tiny_config(), params, jax.random.PRNGKey(0), 2, (8, 8, 1), labels=[1, 2])
+
+
+def test_plots_command(reference_run, tmp_path):
+    from ddpm_jax.__main__ import main
+
+    _, _, workdir = reference_run
+    assert main(["plots", "--out-dir", str(tmp_path), "--workdir", workdir]) == 0
+    for name in ("schedules.png", "forward_process.png", "reverse_process.png"):
+        assert (tmp_path / name).stat().st_size > 1000
