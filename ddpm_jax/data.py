@@ -503,27 +503,10 @@ class Pipeline:
             pass
 
 
-def make_iterator(
-    source: str | Arrays,
-    *,
-    global_batch_size: int,
-    seed: int,
-    split: str = "train",
-    random_flip: bool = False,
-    data_dir: str | None = None,
-    state: Mapping[str, Any] | None = None,
-    num_devices: int | None = None,
-    process_index: int | None = None,
-    process_count: int | None = None,
-    prefetch: int = 2,
-) -> Pipeline:
-    """The input pipeline for `source` (a source string or loaded `Arrays`), see `Pipeline`.
-
-    num_devices / process_index / process_count default to jax.local_device_count(), jax.process_index(),
-    jax.process_count(); `state` is a position from `Pipeline.state()` to resume from.
+def make_iterator(source: str | Arrays, **kwargs: Any) -> Pipeline:
+    """The input pipeline for `source` (a source string or loaded `Arrays`); keyword arguments as `Pipeline`:
+    global_batch_size, seed, split, random_flip, data_dir, state (a position from `Pipeline.state()` to resume
+    from), num_devices / process_index / process_count (default: jax.local_device_count(), jax.process_index(),
+    jax.process_count()), prefetch.
     """
-    return Pipeline(
-        source, global_batch_size=global_batch_size, seed=seed, split=split, random_flip=random_flip,
-        data_dir=data_dir, state=state, num_devices=num_devices, process_index=process_index,
-        process_count=process_count, prefetch=prefetch,
-    )
+    return Pipeline(source, **kwargs)
