@@ -21,9 +21,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # CIFAR-10 model (config batch 128) trains at 16 here, a batch that runs in seconds per step on 2 CPU cores.
 MODELS = {
     "digits": dict(config="experiments/digits.py", image_shape=(8, 8, 1), batch=64, sample_batch=64,
-                   what="experiments/digits.py (ch 32, (1, 2), 1 block, attn 4), 8x8x1"),
+                   what="experiments/digits.py, 8x8x1"),
     "mnist": dict(config="experiments/mnist.py", image_shape=(28, 28, 1), batch=128, sample_batch=64,
-                  what="experiments/mnist.py (ch 32, (1, 2, 2), 1 block, attn 7), 28x28x1"),
+                  what="experiments/mnist.py, 28x28x1"),
     "cifar10": dict(config="experiments/cifar10.py", image_shape=(32, 32, 3), batch=16, sample_batch=16,
                     what="unet.ddpm_cifar10() / experiments/cifar10.py (35.7M), 32x32x3"),
 }
@@ -69,6 +69,38 @@ def machine_info() -> dict:
     except ImportError:
         pass
     return info
+
+
+class LoadMonitor:
+    """How busy the machine was with other processes while a benchmark ran, from /proc/stat.
+
+    other_cores = (CPU time of the whole machine - CPU time of this process and its waited-for children) / wall
+    time, in cores: 0 on a quiet machine; on 2 cores, 1.0 means another process kept one core busy throughout.
+    Call stop() after the benchmark's subprocesses have exited (their CPU time counts once they are waited for).
+    """
+
+    def __init__(self):
+        self.start = self._snapshot()
+
+    @staticmethod
+    def _snapshot():
+        ticks = os.sysconf("SC_CLK_TCK")
+        try:
+            with open("/proc/stat") as f:
+                fields = [float(x) for x in f.readline().split()[1:]]
+            busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)) / ticks  # minus idle, iowait
+        except OSError:
+            busy = float("nan")
+        own = sum(getattr(resource.getrusage(who), k) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                  for k in ("ru_utime", "ru_stime"))
+        return time.time(), busy, own
+
+    def stop(self) -> dict:
+        t1, busy1, own1 = self._snapshot()
+        t0, busy0, own0 = self.start
+        wall = max(t1 - t0, 1e-9)
+        return dict(wall_s=wall, machine_busy_cores=(busy1 - busy0) / wall, own_cores=(own1 - own0) / wall,
+                    other_cores=max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, load_avg_end=list(os.getloadavg()))
 
 
 def block(x):

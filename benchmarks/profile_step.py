@@ -129,6 +129,7 @@ def main(argv=None):
 
     instrs, comps = parse_hlo(compiled.as_text())
     common.time_calls(call, reps=2, warmup=1)
+    monitor = common.LoadMonitor()
     tmp = tempfile.mkdtemp(prefix="ddpm_profile_")
     jax.profiler.start_trace(tmp)
     t0 = time.perf_counter()
@@ -136,6 +137,7 @@ def main(argv=None):
         common.block(call())
     wall = (time.perf_counter() - t0) / args.steps
     jax.profiler.stop_trace()
+    load = monitor.stop()
     path = sorted(glob.glob(os.path.join(tmp, "**", "*.xplane.pb"), recursive=True))[-1]
     data = jax.profiler.ProfileData.from_file(path)
     per_op = collections.Counter()
@@ -165,12 +167,12 @@ def main(argv=None):
     top_text = common.table(["op", "kind", "phase", "ms", "source"], top)
     print(f"\n{common.cpu_model()}, {common.cores()} cores, jax {jax.__version__}; {args.model} {args.what}, batch {B}, "
           f"dtype {args.dtype}; wall {wall * 1e3:.1f} ms per call, op time summed over threads {total:.1f} ms; "
-          f"load avg {os.getloadavg()[0]:.2f}")
+          f"other processes {load['other_cores']:.2f} cores")
     print(text)
     print()
     print(top_text)
     if args.out:
-        common.write_json(args.out, dict(args=vars(args), wall_ms=wall * 1e3, op_ms_total=total,
+        common.write_json(args.out, dict(args=vars(args), load=load, wall_ms=wall * 1e3, op_ms_total=total,
                                          by_kind={f"{k}|{ph}": v for (k, ph), v in by_kind.items()},
                                          top=top, table=text, top_table=top_text))
 

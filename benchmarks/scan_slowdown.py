@@ -60,6 +60,7 @@ def main(argv=None):
     rs = np.random.RandomState(0)
     images = rs.uniform(-1, 1, (K, B) + shape).astype(np.float32)
     info = common.machine_info()
+    monitor = common.LoadMonitor()
     results = {}
 
     def record(name, call_fn, scan_fn, call_args, scan_args, carry_index=0):
@@ -190,13 +191,14 @@ def main(argv=None):
               jax.jit(lambda x, p: jax.lax.scan(lambda c, _: (fwd_step(c, p), None), x, None, length=K)),
               jnp.asarray(images[0]), lambda k: (params,), (params,))
 
-    info["load_avg_end"] = list(os.getloadavg())
+    info["load"] = monitor.stop()
+    info["load_avg_end"] = info["load"]["load_avg_end"]
     rows = [[name, f"{r['call_ms_per_step']:.1f}", f"{r['scan_ms_per_step']:.1f}", f"{r['ratio']:.1f}x"]
             for name, r in results.items()]
     text = common.table(["variant", "K calls: ms/step", "one scan of K: ms/step", "scan / calls"], rows)
     print(f"\n{info['cpu']}, {info['cores']} cores, jax {info['jax']}; model {args.model}, batch {B}, K = {K}; "
-          f"load avg start {info['load_avg_start'][0]:.2f} end {info['load_avg_end'][0]:.2f}"
-          + (" (--quick: smoke run)" if args.quick else ""))
+          f"other processes {info['load']['other_cores']:.2f} cores (load avg start {info['load_avg_start'][0]:.2f} "
+          f"end {info['load_avg_end'][0]:.2f})" + (" (--quick: smoke run)" if args.quick else ""))
     print(text)
     if args.out:
         common.write_json(args.out, dict(machine=info, args=vars(args), results=results, table=text))

@@ -259,6 +259,7 @@ def main(argv=None):
     import jax  # noqa: F401
 
     info = common.machine_info()
+    monitor = common.LoadMonitor()
     results = []
     passthrough = [a for a in (argv if argv is not None else sys.argv[1:])]
     for name in names:
@@ -269,10 +270,12 @@ def main(argv=None):
             raise SystemExit(f"worker for {name} failed (exit {proc.returncode})")
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
         results.append(json.loads(line[len("RESULT "):]))
-    info["load_avg_end"] = list(os.getloadavg())
+    info["load"] = monitor.stop()
+    info["load_avg_end"] = info["load"]["load_avg_end"]
     text = render(results)
-    print(f"\n{info['cpu']}, {info['cores']} cores, jax {info['jax']}, dtype {args.dtype}, "
-          f"load avg start {info['load_avg_start'][0]:.2f} end {info['load_avg_end'][0]:.2f}"
+    print(f"\n{info['cpu']}, {info['cores']} cores, jax {info['jax']}, dtype {args.dtype}; other processes used "
+          f"{info['load']['other_cores']:.2f} cores on average during the run "
+          f"(load avg start {info['load_avg_start'][0]:.2f} end {info['load_avg_end'][0]:.2f})"
           + (" (--quick: smoke run, not meaningful)" if args.quick else ""))
     print(text)
     if args.out:

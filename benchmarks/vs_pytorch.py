@@ -9,7 +9,8 @@
 
 The PyTorch side is diffusers' `UNet2DModel` built from a config (no weights are downloaded) that mirrors our
 U-Net: block_out_channels = ch * ch_mult, layers_per_block = num_res_blocks, AttnDown/AttnUp blocks at the
-levels whose resolution is in attn_resolutions, GroupNorm(32, eps 1e-6), single-head attention
+levels whose resolution is in attn_resolutions, GroupNorm(norm_groups, eps 1e-6) also in every attention
+block, scale-shift norm where the config has it (resnet_time_scale_shift="scale_shift"), single-head attention
 (attention_head_dim=None), Ho et al.'s sinusoidal embedding (flip_sin_to_cos=False, freq_shift=1), TF-style
 stride-2 downsampling (downsample_padding=0), the same dropout. For the CIFAR-10 model this is exactly the
 `google/ddpm-cifar10-32` config. Parameter counts are printed side by side (and must agree within 2%).
@@ -61,7 +62,9 @@ def diffusers_config(config, image_shape) -> dict:
         down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attn),
         up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)),
         act_fn="silu", attention_head_dim=None, center_input_sample=False, downsample_padding=0,
-        flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, norm_eps=1e-6, norm_num_groups=32,
+        flip_sin_to_cos=False, freq_shift=1, mid_block_scale_factor=1, norm_eps=1e-6,
+        norm_num_groups=m.get("norm_groups", 32), attn_norm_num_groups=m.get("norm_groups", 32),
+        resnet_time_scale_shift="scale_shift" if m.get("scale_shift_norm", False) else "default",
         time_embedding_type="positional", dropout=m.dropout,
     )
 
@@ -228,6 +231,8 @@ class TorchSide:
 
 def worker_main(side: str, spec: dict):
     """Serve commands (JSON lines on stdin) for one side; answers are 'RESULT <json>' lines on stdout."""
+    if spec.get("cpus"):  # before jax / torch start their thread pools (XLA sizes its pool by the affinity)
+        os.sched_setaffinity(0, spec["cpus"])
     if side == "jax":
         obj = JaxSide(spec["model"], spec["batch"], spec["sample_batch"], spec["sample_steps"], spec["dtype"])
     else:
@@ -285,12 +290,14 @@ def compare(name, args):
     if args.quick:
         batch, sample_batch = min(batch, 4 if name == "cifar10" else 8), min(sample_batch, 2 if name == "cifar10" else 8)
         train_steps, sample_steps, reps = 2, 2, 2
-    threads = args.threads or common.cores()
-    common_spec = dict(model=name, batch=batch, sample_batch=sample_batch, sample_steps=sample_steps)
+    cpus = [int(c) for c in args.cpus.split(",")] if args.cpus else None
+    threads = args.threads or (len(cpus) if cpus else common.cores())
+    common_spec = dict(model=name, batch=batch, sample_batch=sample_batch, sample_steps=sample_steps, cpus=cpus)
     env = dict(os.environ)
     if args.xla_flags:
         env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + args.xla_flags).strip()
     print(f"--- {name}: starting workers (compiling / warming up)", file=sys.stderr)
+    monitor = common.LoadMonitor()
     jax_w = Worker("jax", dict(common_spec, dtype=args.dtype), env=env)
     torch_w = Worker("torch", dict(common_spec, threads=threads, channels_last=args.channels_last))
     ours, theirs = jax_w.info["params"], torch_w.info["params"]
@@ -320,7 +327,9 @@ def compare(name, args):
     finally:
         jax_w.close()
         torch_w.close()
-    res = dict(model=name, batch=batch, sample_batch=sample_batch, train_steps_per_rep=train_steps,
+    load = monitor.stop()
+    print(f"[{name}] other processes used {load['other_cores']:.2f} cores on average", file=sys.stderr)
+    res = dict(model=name, load=load, cpus=cpus, threads=threads, batch=batch, sample_batch=sample_batch, train_steps_per_rep=train_steps,
                sample_steps_timed=sample_steps, reps=reps, dtype=args.dtype, params_ours=ours, params_theirs=theirs,
                jax=jax_w.info, torch=torch_w.info, times=times, per_rep=per_rep,
                diffusers_config=diffusers_config(common.load_config(name), spec["image_shape"]))
@@ -350,13 +359,14 @@ def args_kv(items):
 
 
 def render(results):
-    headers = ["model", "params ours / diffusers", "train batch", "train img/s ours", "theirs", "ratio",
+    headers = ["model", "other load", "params ours / diffusers", "train batch", "train img/s ours", "theirs", "ratio",
                "DDIM-50 batch", "DDIM img/s ours", "theirs", "ratio", "DDIM timing"]
     rows = []
     for r in results:
         timing = "full" if r["sample_steps_timed"] == DDIM_STEPS else f"{r['sample_steps_timed']} steps x {DDIM_STEPS / r['sample_steps_timed']:g}"
         rows.append([
-            r["model"], f"{r['params_ours']:,} / {r['params_theirs']:,}", str(r["batch"]),
+            r["model"], f"{r['load']['other_cores']:.2f} cores", f"{r['params_ours']:,} / {r['params_theirs']:,}",
+            str(r["batch"]),
             f"{r['jax_train_img_s']:.1f}", f"{r['torch_train_img_s']:.1f}", f"{r['train_ratio']:.2f}x",
             str(r["sample_batch"]), f"{r['jax_ddim_img_s']:.2f}", f"{r['torch_ddim_img_s']:.2f}",
             f"{r['ddim_ratio']:.2f}x", timing,
@@ -375,6 +385,8 @@ def main(argv=None):
                    help="sampler steps timed per repetition, scaled to 50 (default digits=50,mnist=50,cifar10=10)")
     p.add_argument("--train-steps", type=int, default=None, help="timed training steps per repetition")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores XLA uses)")
+    p.add_argument("--cpus", default=None,
+                   help="pin both workers to these CPU ids, e.g. '1' (XLA then uses that many threads, and torch too)")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="our U-Net's compute dtype")
     p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the JAX worker")
     p.add_argument("--channels-last", action="store_true", help="torch side in channels_last memory format")
@@ -390,8 +402,10 @@ def main(argv=None):
         if n not in common.MODELS:
             raise SystemExit(f"unknown model {n!r}; choose from {', '.join(common.MODELS)}")
     info = dict(cpu=common.cpu_model(), cores=common.cores(), load_avg_start=list(os.getloadavg()))
+    monitor = common.LoadMonitor()
     results = [compare(n, args) for n in names]
-    info["load_avg_end"] = list(os.getloadavg())
+    info["load"] = monitor.stop()
+    info["load_avg_end"] = info["load"]["load_avg_end"]
     if results:
         info.update(jax=results[0]["jax"]["jax"], torch=results[0]["torch"]["torch"],
                     diffusers=results[0]["torch"]["diffusers"], jax_threads=results[0]["jax"]["threads"],
@@ -399,7 +413,8 @@ def main(argv=None):
     text = render(results)
     print(f"\n{info['cpu']}, {info['cores']} cores; jax {info.get('jax')} ({info.get('jax_threads')}); "
           f"torch {info.get('torch')} ({info.get('torch_threads')}), diffusers {info.get('diffusers')}; "
-          f"our dtype {args.dtype}; load avg start {info['load_avg_start'][0]:.2f} end {info['load_avg_end'][0]:.2f}"
+          f"our dtype {args.dtype}; other processes used {info['load']['other_cores']:.2f} cores on average "
+          f"(load avg start {info['load_avg_start'][0]:.2f} end {info['load_avg_end'][0]:.2f})"
           + (" (--quick: smoke run, not meaningful)" if args.quick else ""))
     print(text)
     for r in results:
