@@ -165,7 +165,8 @@ def main(argv=None):
     top = [[n, *classify(n, instrs, comps), f"{ms:.2f}", instrs.get(n, {}).get("op_name", "")[-70:]]
            for n, ms in per_op.most_common(args.top)]
     top_text = common.table(["op", "kind", "phase", "ms", "source"], top)
-    print(f"\n{common.cpu_model()}, {common.cores()} cores, jax {jax.__version__}; {args.model} {args.what}, batch {B}, "
+    print(f"\n{common.cpu_model()}, {common.cores()} cores, jax {jax.__version__}; {args.model} {args.what}, "
+          f"batch {B}, "
           f"dtype {args.dtype}; wall {wall * 1e3:.1f} ms per call, op time summed over threads {total:.1f} ms; "
           f"other processes {load['other_cores']:.2f} cores")
     print(text)

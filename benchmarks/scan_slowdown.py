@@ -45,7 +45,6 @@ def main(argv=None):
     import jax
     import jax.numpy as jnp
     import numpy as np
-    import optax
 
     from ddpm_jax import configs, parallel, train
 
@@ -62,49 +61,6 @@ def main(argv=None):
     info = common.machine_info()
     monitor = common.LoadMonitor()
     results = {}
-
-    def record(name, call_fn, scan_fn, call_args, scan_args, carry_index=0):
-        """Time K separate calls of call_fn and one call of scan_fn (both compiled AOT, carry donated/threaded)."""
-        t0 = time.perf_counter()
-        c_call = call_fn.lower(*call_args(0)).compile()
-        compile_call = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        c_scan = scan_fn.lower(*scan_args()).compile()
-        compile_scan = time.perf_counter() - t0
-        if args.hlo_dir:
-            os.makedirs(args.hlo_dir, exist_ok=True)
-            for suffix, c in (("call", c_call), ("scan", c_scan)):
-                with open(os.path.join(args.hlo_dir, f"{name}_{suffix}.txt"), "w") as f:
-                    f.write(c.as_text())
-
-        def run_calls():
-            out = None
-            for k in range(K):
-                out = c_call(*call_args(k))
-                set_carry(out)
-            return out
-
-        def run_scan():
-            out = c_scan(*scan_args())
-            set_carry(out)
-            return out
-
-        carry_holder = {}
-
-        def set_carry(out):
-            carry_holder["carry"] = out[carry_index] if isinstance(out, tuple) else out
-
-        state["set"] = set_carry
-        calls = common.time_calls(run_calls, reps=args.reps, warmup=1)
-        scans = common.time_calls(run_scan, reps=args.reps, warmup=1)
-        per_call, per_scan = min(calls) / K, min(scans) / K
-        results[name] = dict(call_ms_per_step=per_call * 1e3, scan_ms_per_step=per_scan * 1e3,
-                             ratio=per_scan / per_call, compile_call_s=compile_call, compile_scan_s=compile_scan,
-                             flops_call=common.cost_flops(c_call), flops_scan_body=common.cost_flops(c_scan))
-        print(f"{name:>12}: call {per_call * 1e3:8.1f} ms/step   scan {per_scan * 1e3:8.1f} ms/step   "
-              f"ratio {per_scan / per_call:5.1f}x   (compile {compile_call:.1f}s / {compile_scan:.1f}s)",
-              file=sys.stderr)
-        return carry_holder
 
     variants = set(args.variants.split(","))
 

@@ -13,6 +13,8 @@ baseline runs first and last, so drift over the run shows. Variants:
   no-donation   the same step without donating the state (new buffers for params, EMA and Adam moments)
   ynn-off       XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= (no YNNPACK fusions: XLA's own / Eigen
                 kernels for convs and dots)
+  ynn-conv-off  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution (convolutions go to
+                XLA's Eigen kernel; dots, reductions and elementwise fusions stay with YNNPACK)
   fast-math     XLA_FLAGS=--xla_cpu_enable_fast_math=true
 
 and `--layout`: one 3x3 convolution at the CIFAR model's shapes, NHWC/HWIO (the U-Net's layout) against
@@ -38,6 +40,9 @@ VARIANTS = {
     "bf16": dict(dtype="bfloat16"),
     "no-donation": dict(donate=False),
     "ynn-off": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type="),
+    "ynn-conv-off": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"),
+    "ynn-dots-only": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type=individual_dot"),
+    "ynn-conv-reduce-off": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce"),
     "fast-math": dict(xla_flags="--xla_cpu_enable_fast_math=true"),
 }
 
@@ -81,7 +86,8 @@ def measure(model_name, batch, sample_batch, steps, dtype="float32", donate=True
     t = jnp.full((sample_batch,), 500, jnp.int32)
     fwd = jax.jit(model.apply).lower(state.params, x, t).compile()
     fwd_times = common.time_calls(lambda: fwd(state.params, x, t), reps=max(steps, 3), warmup=1)
-    return dict(train_ms=statistics.median(train_times) * 1e3, train_images_per_s=batch / statistics.median(train_times),
+    median = statistics.median(train_times)
+    return dict(train_ms=median * 1e3, train_images_per_s=batch / median,
                 forward_ms=statistics.median(fwd_times) * 1e3, compile_s=compile_s,
                 train_flops=common.cost_flops(compiled), forward_flops=common.cost_flops(fwd),
                 xla_memory=common.xla_memory(compiled), train_times=train_times, forward_times=fwd_times)
@@ -121,7 +127,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="training batch (default: throughput.py's)")
     p.add_argument("--sample-batch", type=int, default=None, help="forward batch (default: throughput.py's)")
     p.add_argument("--steps", type=int, default=10, help="timed train steps per variant")
-    p.add_argument("--variants", default="baseline,bf16,no-donation,ynn-off,fast-math")
+    p.add_argument("--variants", default="baseline,bf16,no-donation,ynn-off,ynn-conv-off,fast-math")
     p.add_argument("--no-layout", action="store_true")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)

@@ -247,8 +247,6 @@ def render(results: list[dict]) -> str:
 def main(argv=None):
     args = parse_args(argv)
     if args.worker:
-        import jax  # noqa: F401  (imported before timing anything)
-
         result = run_model(args.worker, settings(args, args.worker))
         print("RESULT " + json.dumps(result, default=float))
         return
@@ -256,8 +254,6 @@ def main(argv=None):
     for n in names:
         if n not in common.MODELS:
             raise SystemExit(f"unknown model {n!r}; choose from {', '.join(common.MODELS)}")
-    import jax  # noqa: F401
-
     info = common.machine_info()
     monitor = common.LoadMonitor()
     results = []

@@ -75,7 +75,6 @@ def diffusers_config(config, image_shape) -> dict:
 class JaxSide:
     def __init__(self, name, batch, sample_batch, sample_steps, dtype):
         import jax
-        import jax.numpy as jnp
         import numpy as np
 
         from ddpm_jax import configs, functional, parallel, sampling, train
@@ -288,7 +287,8 @@ def compare(name, args):
     sample_steps = args_kv(args.sample_steps).get(name, SAMPLE_STEPS[name])
     reps = args.reps
     if args.quick:
-        batch, sample_batch = min(batch, 4 if name == "cifar10" else 8), min(sample_batch, 2 if name == "cifar10" else 8)
+        small = name != "cifar10"
+        batch, sample_batch = min(batch, 8 if small else 4), min(sample_batch, 8 if small else 2)
         train_steps, sample_steps, reps = 2, 2, 2
     cpus = [int(c) for c in args.cpus.split(",")] if args.cpus else None
     threads = args.threads or (len(cpus) if cpus else common.cores())
@@ -329,7 +329,8 @@ def compare(name, args):
         torch_w.close()
     load = monitor.stop()
     print(f"[{name}] other processes used {load['other_cores']:.2f} cores on average", file=sys.stderr)
-    res = dict(model=name, load=load, cpus=cpus, threads=threads, batch=batch, sample_batch=sample_batch, train_steps_per_rep=train_steps,
+    res = dict(model=name, load=load, cpus=cpus, threads=threads, batch=batch, sample_batch=sample_batch,
+               train_steps_per_rep=train_steps,
                sample_steps_timed=sample_steps, reps=reps, dtype=args.dtype, params_ours=ours, params_theirs=theirs,
                jax=jax_w.info, torch=torch_w.info, times=times, per_rep=per_rep,
                diffusers_config=diffusers_config(common.load_config(name), spec["image_shape"]))
@@ -363,7 +364,8 @@ def render(results):
                "DDIM-50 batch", "DDIM img/s ours", "theirs", "ratio", "DDIM timing"]
     rows = []
     for r in results:
-        timing = "full" if r["sample_steps_timed"] == DDIM_STEPS else f"{r['sample_steps_timed']} steps x {DDIM_STEPS / r['sample_steps_timed']:g}"
+        k = r["sample_steps_timed"]
+        timing = "full" if k == DDIM_STEPS else f"{k} steps x {DDIM_STEPS / k:g}"
         rows.append([
             r["model"], f"{r['load']['other_cores']:.2f} cores", f"{r['params_ours']:,} / {r['params_theirs']:,}",
             str(r["batch"]),
@@ -413,7 +415,9 @@ def main(argv=None):
     text = render(results)
     print(f"\n{info['cpu']}, {info['cores']} cores; jax {info.get('jax')} ({info.get('jax_threads')}); "
           f"torch {info.get('torch')} ({info.get('torch_threads')}), diffusers {info.get('diffusers')}; "
-          f"our dtype {args.dtype}; other processes used {info['load']['other_cores']:.2f} cores on average "
+          f"our dtype {args.dtype}" + (f", XLA_FLAGS += {args.xla_flags!r}" if args.xla_flags else "")
+          + (f", pinned to CPUs {args.cpus}" if args.cpus else "")
+          + f"; other processes used {info['load']['other_cores']:.2f} cores on average "
           f"(load avg start {info['load_avg_start'][0]:.2f} end {info['load_avg_end'][0]:.2f})"
           + (" (--quick: smoke run, not meaningful)" if args.quick else ""))
     print(text)

@@ -26,7 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
         seed=0,
         data=dict(source="cifar10", data_dir=None, random_flip=True),
         model=dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
-                   scale_shift_norm=False, num_classes=None, num_heads=1, norm_groups=32, dtype="float32"),
+                   scale_shift_norm=False, num_classes=None, num_heads=1, norm_groups=32, dtype="float32",
+                   remat=False),
         diffusion=dict(schedule="linear", num_timesteps=1000, zero_terminal_snr=False, schedule_options={},
                        prediction="eps", variance="fixed_large", loss_type="mse", weighting="none",
                        hybrid_lambda=1e-3, min_snr_gamma=5.0, p2_k=1.0, p2_gamma=1.0, importance_sampling=False),
@@ -55,6 +56,7 @@ def create_model(config: ml_collections.ConfigDict) -> UNet:
         num_heads=m.get("num_heads", 1),
         norm_groups=m.get("norm_groups", 32),
         dtype=DTYPES[m.get("dtype", "float32")],
+        remat=m.get("remat", False),
     )
 
 
