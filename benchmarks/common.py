@@ -59,7 +59,10 @@ def machine_info() -> dict:
     import jax
     import jaxlib
 
-    info = dict(cpu=cpu_model(), cores=cores(), python=platform.python_version(), jax=jax.__version__,
+    import ddpm_jax  # its XLA:CPU defaults go into XLA_FLAGS (as in the workers) before the backend starts
+
+    info = dict(cpu=cpu_model(), cores=cores(), python=platform.python_version(), ddpm_jax=ddpm_jax.__version__,
+                jax=jax.__version__,
                 jaxlib=jaxlib.__version__, backend=jax.default_backend(), devices=len(jax.local_devices()),
                 xla_flags=os.environ.get("XLA_FLAGS", ""), load_avg_start=list(os.getloadavg()))
     try:

@@ -8,14 +8,16 @@ Each variant runs in its own process (so XLA flags and memory are its own) and t
 train step (steady-state median) and one jitted model forward at the sampling batch (a sampler's step). The
 baseline runs first and last, so drift over the run shows. Variants:
 
-  baseline      float32, donated state, default XLA flags
-  bf16          model.dtype=bfloat16 (params, optimizer and loss stay float32; the U-Net computes in bf16)
-  no-donation   the same step without donating the state (new buffers for params, EMA and Adam moments)
-  ynn-off       XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= (no YNNPACK fusions: XLA's own / Eigen
-                kernels for convs and dots)
-  ynn-conv-off  XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution (convolutions go to
-                XLA's Eigen kernel; dots, reductions and elementwise fusions stay with YNNPACK)
-  fast-math     XLA_FLAGS=--xla_cpu_enable_fast_math=true
+  baseline          float32, donated state, the package's XLA:CPU defaults (ddpm_jax.xla_cpu: convolutions on
+                    XLA's Eigen kernel; dots, reductions and elementwise fusions with YNNPACK)
+  xla-defaults      DDPM_JAX_XLA_DEFAULTS=0: XLA's own defaults (convolutions with YNNPACK too)
+  ynn-off           XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= (no YNNPACK fusions at all)
+  bf16              model.dtype=bfloat16 (params, optimizer and loss stay float32; the U-Net computes in bf16)
+  remat             model.remat=True (blocks' activations recomputed in the backward pass)
+  no-donation       the same step without donating the state (new buffers for params, EMA and Adam moments)
+  memory-scheduler  XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false (XLA's memory-minimizing
+                    instruction order instead of the concurrency-optimized default)
+  fast-math         XLA_FLAGS=--xla_cpu_enable_fast_math=true
 
 and `--layout`: one 3x3 convolution at the CIFAR model's shapes, NHWC/HWIO (the U-Net's layout) against
 NCHW/OIHW, forward and forward+backward (a microbenchmark: XLA picks physical layouts itself, so this shows
@@ -37,24 +39,25 @@ import common  # noqa: E402
 
 VARIANTS = {
     "baseline": dict(),
-    "bf16": dict(dtype="bfloat16"),
-    "no-donation": dict(donate=False),
+    "xla-defaults": dict(env={"DDPM_JAX_XLA_DEFAULTS": "0"}),
     "ynn-off": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type="),
-    "ynn-conv-off": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"),
-    "ynn-dots-only": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type=individual_dot"),
-    "ynn-conv-reduce-off": dict(xla_flags="--xla_cpu_experimental_ynn_fusion_type=-individual_convolution,-reduce"),
+    "bf16": dict(dtype="bfloat16"),
+    "remat": dict(remat=True),
+    "no-donation": dict(donate=False),
+    "memory-scheduler": dict(xla_flags="--xla_cpu_enable_concurrency_optimized_scheduler=false"),
     "fast-math": dict(xla_flags="--xla_cpu_enable_fast_math=true"),
 }
 
 
-def measure(model_name, batch, sample_batch, steps, dtype="float32", donate=True):
+def measure(model_name, batch, sample_batch, steps, dtype="float32", donate=True, remat=False):
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from ddpm_jax import configs, parallel, train
 
-    config = common.load_config(model_name, [f"train.batch_size={batch}", f"model.dtype={dtype}"])
+    config = common.load_config(model_name, [f"train.batch_size={batch}", f"model.dtype={dtype}",
+                                             f"model.remat={remat}"])
     shape = common.MODELS[model_name]["image_shape"]
     model = configs.create_model(config)
     state = train.create_train_state(config, model, train.create_optimizer(config), shape)
@@ -127,7 +130,7 @@ def main(argv=None):
     p.add_argument("--batch", type=int, default=None, help="training batch (default: throughput.py's)")
     p.add_argument("--sample-batch", type=int, default=None, help="forward batch (default: throughput.py's)")
     p.add_argument("--steps", type=int, default=10, help="timed train steps per variant")
-    p.add_argument("--variants", default="baseline,bf16,no-donation,ynn-off,ynn-conv-off,fast-math")
+    p.add_argument("--variants", default="baseline,xla-defaults,ynn-off,bf16,remat,no-donation,memory-scheduler,fast-math")
     p.add_argument("--no-layout", action="store_true")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default=None)
@@ -144,7 +147,8 @@ def main(argv=None):
         if args.worker == "layout":
             res = layout_bench(3 if args.quick else 5, args.quick)
         else:
-            res = measure(args.model, batch, sample_batch, steps, v.get("dtype", "float32"), v.get("donate", True))
+            res = measure(args.model, batch, sample_batch, steps, v.get("dtype", "float32"), v.get("donate", True),
+                          v.get("remat", False))
         print("RESULT " + json.dumps(res))
         return
 
@@ -160,6 +164,7 @@ def main(argv=None):
     passthrough = argv if argv is not None else sys.argv[1:]
     for i, name in enumerate(order):
         env = dict(os.environ)
+        env.update(VARIANTS.get(name, {}).get("env", {}))
         flags = VARIANTS.get(name, {}).get("xla_flags")
         if flags:
             env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " " + flags).strip()
@@ -182,12 +187,14 @@ def main(argv=None):
     for name, r in results.items():
         if name == "layout" or "error" in r:
             if "error" in r:
-                rows.append([name, "failed", "", "", "", "", ""])
+                rows.append([name, "failed", "", "", "", "", "", ""])
             continue
         rows.append([name, f"{r['train_ms']:.0f}", f"{r['train_images_per_s']:.1f}",
                      f"{base['train_ms'] / r['train_ms']:.2f}x" if base else "-", f"{r['forward_ms']:.1f}",
-                     f"{base['forward_ms'] / r['forward_ms']:.2f}x" if base else "-", f"{r['compile_s']:.1f}"])
-    text = common.table(["variant", "train ms/step", "img/s", "speedup", "forward ms", "speedup", "compile s"], rows)
+                     f"{base['forward_ms'] / r['forward_ms']:.2f}x" if base else "-", f"{r['compile_s']:.1f}",
+                     common.fmt(r["xla_memory"].get("peak_mb"), ".0f")])
+    text = common.table(["variant", "train ms/step", "img/s", "speedup", "forward ms", "speedup", "compile s",
+                         "train XLA MB"], rows)
     header = (f"{common.cpu_model()}, {common.cores()} cores; model {args.model}, train batch {batch}, forward batch "
               f"{sample_batch}; other processes {load['other_cores']:.2f} cores (load avg start {load0:.2f} end "
               f"{os.getloadavg()[0]:.2f})"

@@ -45,6 +45,7 @@ import common  # noqa: E402
 
 T_TRAIN = 1000
 DDIM_STEPS = 50
+TRAIN_TARGET, DDIM_TARGET = 1.5, 2.0  # the performance issue's targets: ours / diffusers images/s
 SAMPLE_BATCH = {"digits": 64, "mnist": 64, "cifar10": 16}
 TRAIN_STEPS = {"digits": 10, "mnist": 5, "cifar10": 3}    # timed steps per repetition
 SAMPLE_STEPS = {"digits": 50, "mnist": 50, "cifar10": 10}  # sampler steps timed per repetition (50 = the whole)
@@ -106,6 +107,11 @@ class JaxSide:
         self.sample_compile_s = time.perf_counter() - t0
         self.sample = lambda: compiled(params, jax.random.PRNGKey(1))
         self.block = jax.block_until_ready
+        x, t = np.zeros(sshape, np.float32), np.full((sample_batch,), 500, np.int32)
+        self.train_gflop_per_image = common.cost_flops(self.step) / batch / 1e9
+        forward = jax.jit(model.apply).lower(params, x, t).compile()
+        self.ddim_gflop_per_image = DDIM_STEPS * common.cost_flops(forward) / sample_batch / 1e9
+        self.matmul_peak = common.matmul_peak()["flops_per_s"]
         for _ in range(2):  # warm-up, untimed
             self._one_step()
         self.block(self.sample())
@@ -115,6 +121,8 @@ class JaxSide:
 
         return dict(params=self.params_count, compile_train_s=self.train_compile_s,
                     compile_sample_s=self.sample_compile_s, jax=jax.__version__,
+                    train_gflop_per_image=self.train_gflop_per_image, ddim_gflop_per_image=self.ddim_gflop_per_image,
+                    matmul_peak_gflop_s=self.matmul_peak / 1e9, xla_flags=os.environ.get("XLA_FLAGS", ""),
                     threads=f"XLA:CPU intra-op pool = {common.cores()} cores")
 
     def _one_step(self):
@@ -376,6 +384,23 @@ def render(results):
     return common.table(headers, rows)
 
 
+def render_roofline(results, train_target=TRAIN_TARGET, ddim_target=DDIM_TARGET):
+    """What the issue's targets ask of the hardware: the target images/s (a multiple of diffusers') times the FLOPs
+    an image costs (XLA's cost analysis of our step / forward: direct convolution, no Winograd), against the dense
+    matmul FLOP/s measured in our worker."""
+    headers = ["model", "GFLOP / train image", f"{train_target:g}x theirs img/s", "needs GFLOP/s",
+               "GFLOP / DDIM-50 image", f"{ddim_target:g}x theirs img/s", "needs GFLOP/s", "matmul peak GFLOP/s"]
+    rows = []
+    for r in results:
+        j = r["jax"]
+        train_rate, ddim_rate = train_target * r["torch_train_img_s"], ddim_target * r["torch_ddim_img_s"]
+        rows.append([r["model"], f"{j['train_gflop_per_image']:.2f}", f"{train_rate:.1f}",
+                     f"{train_rate * j['train_gflop_per_image']:.0f}", f"{j['ddim_gflop_per_image']:.1f}",
+                     f"{ddim_rate:.2f}", f"{ddim_rate * j['ddim_gflop_per_image']:.0f}",
+                     f"{j['matmul_peak_gflop_s']:.0f}"])
+    return common.table(headers, rows)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="digits,mnist,cifar10")
@@ -421,6 +446,10 @@ def main(argv=None):
           f"(load avg start {info['load_avg_start'][0]:.2f} end {info['load_avg_end'][0]:.2f})"
           + (" (--quick: smoke run, not meaningful)" if args.quick else ""))
     print(text)
+    roofline = render_roofline(results)
+    print("\nWhat the targets need (our FLOPs per image x the target rate) against the measured matmul peak:")
+    print(roofline)
+    text += "\n\n" + roofline
     for r in results:
         print(f"{r['model']}: train ratio per rep {', '.join(f'{x:.2f}' for x in r['train_ratio_per_rep'])}; "
               f"DDIM ratio per rep {', '.join(f'{x:.2f}' for x in r['ddim_ratio_per_rep'])}; "

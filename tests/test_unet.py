@@ -300,3 +300,42 @@ def test_remat_same_params_outputs_and_gradients(perturbed):
         return (cost[0] if isinstance(cost, list) else cost)["flops"]
 
     assert flops(remat_model) > 1.1 * flops(model)
+
+
+@pytest.mark.parametrize("groups, shape", [(8, (3, 5, 4, 32)), (32, (2, 4, 4, 64)), (1, (2, 3, 3, 6))])
+def test_group_norm_matches_float64_and_flax(groups, shape):
+    """unet.GroupNorm against the definition in float64 numpy (per example and group: subtract the mean, divide by
+    sqrt(var + eps), then the per-channel affine map) and against flax's nn.GroupNorm: same params, output and
+    gradients. The input has a large common offset, where E[x^2] - E[x]^2 is least accurate."""
+    rng = np.random.default_rng(groups)
+    x = (3.0 + 2.0 * rng.standard_normal(shape)).astype(np.float32)
+    ours = unet.GroupNorm(num_groups=groups)
+    flax_gn = unet.nn.GroupNorm(num_groups=groups, epsilon=unet.GROUPNORM_EPS)
+    params = ours.init(jax.random.key(0), x)
+    assert jax.tree_util.tree_map(jnp.shape, params) == jax.tree_util.tree_map(
+        jnp.shape, flax_gn.init(jax.random.key(0), x))
+    C = shape[-1]
+    params = {"params": {"scale": jnp.asarray(1 + 0.1 * rng.standard_normal(C), jnp.float32),
+                         "bias": jnp.asarray(0.1 * rng.standard_normal(C), jnp.float32)}}
+
+    xg = x.astype(np.float64).reshape(shape[0], -1, groups, C // groups)
+    mean = xg.mean(axis=(1, 3), keepdims=True)
+    var = ((xg - mean) ** 2).mean(axis=(1, 3), keepdims=True)
+    want = ((xg - mean) / np.sqrt(var + unet.GROUPNORM_EPS)).reshape(shape)
+    want = want * np.asarray(params["params"]["scale"], np.float64) + np.asarray(params["params"]["bias"])
+    got = np.asarray(ours.apply(params, x))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got, np.asarray(flax_gn.apply(params, x)), rtol=1e-5, atol=1e-5)
+
+    w = jnp.asarray(rng.standard_normal(shape), jnp.float32)
+    grad = jax.grad(lambda p, x, m: jnp.sum(jnp.tanh(m.apply(p, x)) * w), argnums=(0, 1))
+    (gp_ours, gx_ours), (gp_flax, gx_flax) = grad(params, x, ours), grad(params, x, flax_gn)
+    np.testing.assert_allclose(np.asarray(gx_ours), np.asarray(gx_flax), rtol=1e-3, atol=1e-4)
+    for k in ("scale", "bias"):
+        np.testing.assert_allclose(np.asarray(gp_ours["params"][k]), np.asarray(gp_flax["params"][k]),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_group_norm_bad_channels():
+    with pytest.raises(ValueError, match="not divisible into 8 groups"):
+        unet.GroupNorm(num_groups=8).init(jax.random.key(0), jnp.zeros((1, 4, 4, 12)))
