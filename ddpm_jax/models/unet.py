@@ -10,9 +10,9 @@ A line-by-line port of their reference TF code (`diffusion_tf/models/unet.py`, `
   upsample + 3x3 conv between levels;
 * out: GroupNorm -> swish -> 3x3 conv.
 
-GroupNorm has 32 groups and eps 1e-6 (tf.contrib's group_norm; `GroupNorm` below computes flax's nn.GroupNorm
-faster on CPU), swish is x * sigmoid(x), every conv/dense kernel
-is initialized with variance_scaling(scale, 'fan_avg', 'uniform') and biases with zeros. The layers the reference
+GroupNorm has 32 groups and eps 1e-6 (tf.contrib's group_norm; `GroupNorm` below computes what flax's
+nn.GroupNorm does, faster on CPU), swish is x * sigmoid(x), every conv/dense kernel is initialized with
+variance_scaling(scale, 'fan_avg', 'uniform') and biases with zeros. The layers the reference
 builds with `init_scale=0.` (the second conv of each ResnetBlock, the attention output projection and conv_out)
 start at exactly zero here (the reference uses scale 1e-10, i.e. numerically almost zero), so a freshly
 initialized model outputs exactly zero. Parameter names follow the reference's variable scopes
