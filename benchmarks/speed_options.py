@@ -18,6 +18,8 @@ baseline runs first and last, so drift over the run shows. Variants:
   memory-scheduler  XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false (XLA's memory-minimizing
                     instruction order instead of the concurrency-optimized default)
   fast-math         XLA_FLAGS=--xla_cpu_enable_fast_math=true
+  malloc-keep       glibc malloc keeps freed memory (one arena, no mmap, no trim): XLA:CPU's per-call temporaries
+                    then reuse faulted-in pages instead of ~1 GB of fresh ones per MNIST step
 
 and `--layout`: one 3x3 convolution at the CIFAR model's shapes, NHWC/HWIO (the U-Net's layout) against
 NCHW/OIHW, forward and forward+backward (a microbenchmark: XLA picks physical layouts itself, so this shows
@@ -46,6 +48,8 @@ VARIANTS = {
     "no-donation": dict(donate=False),
     "memory-scheduler": dict(xla_flags="--xla_cpu_enable_concurrency_optimized_scheduler=false"),
     "fast-math": dict(xla_flags="--xla_cpu_enable_fast_math=true"),
+    "malloc-keep": dict(env={"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_MAX_": "0",
+                             "MALLOC_TRIM_THRESHOLD_": str(2**40)}),
 }
 
 

@@ -184,3 +184,39 @@ def test_plots_command(reference_run, tmp_path):
     assert main(["plots", "--out-dir", str(tmp_path), "--workdir", workdir]) == 0
     for name in ("schedules.png", "forward_process.png", "reverse_process.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_mixed_precision_and_remat_steps_match_float32():
+    """Three train steps from the same state and batch (the fresh model outputs zero and the warmup's first
+    learning rate is 0, so the third step's loss is the first that depends on the precision): remat=True gives the float32 run's losses and params to float noise;
+    model.dtype=bfloat16 keeps float32 params and loss, within bfloat16's precision of the float32 run."""
+    from ddpm_jax import parallel
+
+    devices = tuple(jax.local_devices()[:1])
+    batch = dict(image=np.random.RandomState(0).uniform(-1, 1, (1, 1, 16, 8, 8, 1)).astype(np.float32))
+    out = {}
+    for name, extra in {"float32": [], "remat": ["--config.model.remat=True"],
+                        "bfloat16": ["--config.model.dtype=bfloat16"]}.items():
+        config = tiny_config(*extra)
+        model = configs.create_model(config)
+        state = train.create_train_state(config, model, train.create_optimizer(config), (8, 8, 1))
+        step = train._compiled_steps(train._step_config_json(config), devices, 1)
+        replicated, losses = parallel.replicate(state, devices), []
+        for _ in range(3):
+            replicated, metrics = step(replicated, batch)
+            losses.append(np.asarray(metrics["loss"])[0])
+        params = parallel.unreplicate(replicated).params
+        delta = jax.tree_util.tree_map(lambda a, b: np.asarray(a, np.float64) - np.asarray(b), params, state.params)
+        out[name] = (losses, params, np.concatenate([d.ravel() for d in jax.tree_util.tree_leaves(delta)]))
+
+    losses32, params32, delta32 = out["float32"]
+    losses_r, params_r, _ = out["remat"]
+    np.testing.assert_allclose(losses_r, losses32, rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(params_r), jax.tree_util.tree_leaves(params32)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+    losses16, params16, delta16 = out["bfloat16"]
+    assert all(loss.dtype == np.float32 for loss in losses16)
+    assert all(p.dtype == np.float32 for p in jax.tree_util.tree_leaves(params16))
+    assert losses16[2] != losses32[2] and losses16[2] == pytest.approx(losses32[2], rel=2e-2)
+    assert delta16 @ delta32 / np.linalg.norm(delta16) / np.linalg.norm(delta32) > 0.9   # the same updates
