@@ -170,6 +170,14 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def report(text: str, load: dict, out: str | None, **data) -> None:
+    """Print a table under a line naming the machine and its load; with `out`, write it and `data` as JSON."""
+    print(f"\n{cpu_model()}, {cores()} cores; other processes {load['other_cores']:.2f} cores")
+    print(text)
+    if out:
+        write_json(out, dict(load=load, table=text, **data))
+
+
 def write_json(path: str, obj) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:

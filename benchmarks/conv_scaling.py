@@ -128,10 +128,7 @@ def main(argv=None):
             f"{results[c][key] * 1e3:.1f} ms ({flops / results[c][key] / 1e9:.0f})" if key in results[c] else "-"
             for c in columns])
     text = common.table(["conv 3x3 (GFLOP/s)"] + columns, rows)
-    print(f"\n{common.cpu_model()}, {ncores} cores; other processes {load['other_cores']:.2f} cores")
-    print(text)
-    if args.out:
-        common.write_json(args.out, dict(load=load, results=results, table=text))
+    common.report(text, load, args.out, results=results)
 
 
 if __name__ == "__main__":

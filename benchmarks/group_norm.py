@@ -77,10 +77,7 @@ def main(argv=None):
     load = monitor.stop()
     headers = ["shape (forward / fwd+bwd ms)"] + list(sides) + (["torch"] if have_torch else [])
     text = common.table(headers, rows)
-    print(f"\n{common.cpu_model()}, {common.cores()} cores; other processes {load['other_cores']:.2f} cores")
-    print(text)
-    if args.out:
-        common.write_json(args.out, dict(load=load, results=results, table=text))
+    common.report(text, load, args.out, results=results)
 
 
 if __name__ == "__main__":
