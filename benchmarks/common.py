@@ -125,6 +125,11 @@ def time_calls(fn: Callable[[], object], *, reps: int, warmup: int = 1, min_seco
     return times
 
 
+def best_time(fn: Callable[[], object], reps: int = 7) -> float:
+    """Seconds of the fastest of `reps` blocking calls of fn() after one warm-up."""
+    return min(time_calls(fn, reps=reps, warmup=1))
+
+
 def summary(times: list[float]) -> dict:
     return dict(median=statistics.median(times), min=min(times), max=max(times), n=len(times))
 

@@ -18,7 +18,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -26,16 +25,6 @@ import common  # noqa: E402
 SHAPES = [(64, 28, 28, 32, 32), (64, 28, 28, 64, 64), (64, 14, 14, 64, 64), (16, 32, 32, 128, 128),
           (16, 16, 16, 256, 256)]
 YNN_OFF = "--xla_cpu_experimental_ynn_fusion_type="
-
-
-def best_time(fn, n=7):
-    fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def run_jax(shapes):
@@ -47,7 +36,7 @@ def run_jax(shapes):
         w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, Ci, Co)) * 0.05
         f = jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
                                                               dimension_numbers=("NHWC", "HWIO", "NHWC")))
-        out[str((B, H, W, Ci, Co))] = best_time(lambda: f(x, w).block_until_ready())
+        out[str((B, H, W, Ci, Co))] = common.best_time(lambda: f(x, w))
     return out
 
 
@@ -63,7 +52,7 @@ def run_torch(shapes, threads, channels_last):
             conv = conv.to(memory_format=torch.channels_last)
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.no_grad():
-            out[str((B, H, W, Ci, Co))] = best_time(lambda: conv(x))
+            out[str((B, H, W, Ci, Co))] = common.best_time(lambda: conv(x))
     return out
 
 

@@ -21,8 +21,8 @@ import common  # noqa: E402
 SHAPES = [(128, 28, 28, 64, 8), (128, 14, 14, 128, 8), (16, 32, 32, 128, 32), (16, 16, 16, 256, 32)]
 
 
-def best_ms(fn, reps=7):
-    return min(common.time_calls(fn, reps=reps, warmup=1)) * 1e3
+def best_ms(fn):
+    return common.best_time(fn) * 1e3
 
 
 def jax_times(make_norm, shape):

@@ -166,7 +166,7 @@ def main(argv=None):
     results, load0 = {}, os.getloadavg()[0]
     monitor = common.LoadMonitor()
     passthrough = argv if argv is not None else sys.argv[1:]
-    for i, name in enumerate(order):
+    for name in order:
         env = dict(os.environ)
         env.update(VARIANTS.get(name, {}).get("env", {}))
         flags = VARIANTS.get(name, {}).get("xla_flags")

@@ -2,8 +2,8 @@
 
 jaxlib 0.10-0.11 hands convolutions to YNNPACK by default, whose kernels use no second core at MNIST-sized feature
 maps; XLA's Eigen convolution does. Routing convolutions to Eigen (`-individual_convolution`; dots, reductions and
-elementwise fusions stay with YNNPACK) trains the MNIST U-Net 1.4x faster and samples 1.7x faster on 2 cores, the
-CIFAR-10 U-Net 1.17x / 1.06x (docs/performance.md). XLA reads XLA_FLAGS when the first computation creates its CPU
+elementwise fusions stay with YNNPACK) trains the MNIST U-Net 1.5x faster and samples 1.5x faster on 2 cores, the
+CIFAR-10 U-Net 1.1x / 1.06x (docs/performance.md, speed options). XLA reads XLA_FLAGS when the first computation creates its CPU
 backend, so this takes effect when ddpm_jax is imported before anything runs on JAX (importing jax first is fine).
 
 It changes nothing when XLA_FLAGS already sets the flag, when DDPM_JAX_XLA_DEFAULTS=0, or for jaxlib versions
