@@ -41,11 +41,10 @@ def _sample(args, overrides):
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ddpm_jax import checkpoint, configs, data, viz
+    from ddpm_jax import configs, runs, viz
 
-    config = configs.apply_overrides(checkpoint.load_saved_config(args.workdir), overrides)
-    params, step = checkpoint.restore_params(args.workdir, ema=not args.raw_params)
-    image_shape = data.image_shape(config.data.source, data_dir=config.data.get("data_dir", None))
+    run = runs.load_run(args.workdir, ema=not args.raw_params, overrides=overrides)
+    step, image_shape = run.step, run.image_shape()
     labels = None
     if args.labels is not None:
         labels = np.resize(np.array([int(v) for v in args.labels.split(",")], np.int32), args.num)
@@ -56,8 +55,8 @@ def _sample(args, overrides):
 
     start = time.perf_counter()
     images = configs.sample(
-        config, params, jax.random.PRNGKey(args.seed), args.num, image_shape, sampler=args.sampler,
-        num_steps=args.steps, eta=args.eta, labels=labels, guidance_scale=args.guidance_scale, progress=progress,
+        run.config, run.params, jax.random.PRNGKey(args.seed), args.num, image_shape, sampler=args.sampler,
+        num_steps=args.steps, spacing=args.spacing, eta=args.eta, labels=labels, guidance_scale=args.guidance_scale, progress=progress,
     )
     bar.close()
     seconds = time.perf_counter() - start
@@ -76,7 +75,8 @@ def _evaluate(args, overrides):
         print("no --feature-net given: computing bits/dim only (no FID/IS/KID/precision-recall). Pass "
               "--feature-net classifier:DIR or inception:WEIGHTS.npz for the sample metrics.", file=sys.stderr)
     report = evaluate.evaluate(
-        args.workdir, num_samples=args.num_samples, sampler=args.sampler, num_steps=args.steps, eta=args.eta,
+        args.workdir, num_samples=args.num_samples, sampler=args.sampler, num_steps=args.steps,
+        spacing=args.spacing, eta=args.eta,
         feature_net=args.feature_net, bpd_examples=args.bpd_examples, split=args.split, ref_split=args.ref_split,
         stats_dir=args.stats_dir, seed=args.seed, ema=not args.raw_params, bpd_per_device_batch=args.bpd_batch,
         config_overrides=overrides,
@@ -105,29 +105,38 @@ def _train_classifier(args, overrides):
 def _plots(args, overrides):
     import jax
 
-    from ddpm_jax import checkpoint, configs, data, functional, sampling, viz
+    from ddpm_jax import data, runs, sampling, viz
 
     out = args.out_dir
     written = [viz.plot_schedules(os.path.join(out, "schedules.png"))]
-    if args.workdir:
-        config = configs.apply_overrides(checkpoint.load_saved_config(args.workdir), overrides)
-        source = config.data.source
-    else:
-        config, source = None, "digits"
-    a = data.load_arrays(source, "train", data_dir=config.data.get("data_dir", None) if config else None)
+    run = runs.load_run(args.workdir, overrides=overrides) if args.workdir else None
+    source, data_dir = (run.config.data.source, run.config.data.get("data_dir", None)) if run else ("digits", None)
+    a = data.load_arrays(source, "train", data_dir=data_dir)
     x0 = data.to_float(a.images[:1], a.max_value)[0]
     written.append(viz.save_forward_process_strip(x0, os.path.join(out, "forward_process.png"),
                                                   schedule_names=("linear", "quadratic", "cosine", "sigmoid")))
-    if config is not None:
-        params, _ = checkpoint.restore_params(args.workdir)
-        model = configs.create_model(config)
+    if run is not None:
         _, trajectory = sampling.ddim_sample(
-            functional.bind(model.apply, params), configs.create_schedule(config), jax.random.PRNGKey(args.seed),
-            (8,) + x0.shape, num_steps=config.sample.num_steps, prediction=config.diffusion.prediction,
-            trajectory_steps=10)
+            run.model_fn, run.sched, jax.random.PRNGKey(args.seed), (8,) + x0.shape,
+            num_steps=run.config.sample.num_steps, prediction=run.config.diffusion.prediction, trajectory_steps=10)
         written.append(viz.reverse_process_strip(trajectory, os.path.join(out, "reverse_process.png")))
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
+
+
+SAMPLER_HELP = ("ancestral (all T steps), ddim, euler, heun, dpm++2m, dpm++3m, dpm++2m-sde, unipc; default: the "
+                "config's")
+
+
+def _sampler_arguments(p, default_steps):
+    """--sampler, --steps, --spacing, --eta (names are checked by the library, with the accepted ones listed)."""
+    p.add_argument("--sampler", default=None, help=SAMPLER_HELP)
+    p.add_argument("--steps", type=int, default=default_steps,
+                   help="sampler steps (default: " + ("the config's for its sampler, else the sampler's own)"
+                                                      if default_steps is None else f"{default_steps})"))
+    p.add_argument("--spacing", default=None, help="timesteps visited: linspace, leading, trailing, karras "
+                   "(default: the sampler's: leading for ddim, karras for euler/heun, linspace for the rest)")
+    p.add_argument("--eta", type=float, default=None, help="DDIM's eta (default: the config's)")
 
 
 def main(argv=None) -> int:
@@ -148,9 +157,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("sample", help="sample from a run's latest checkpoint (EMA params)")
     p.add_argument("--workdir", required=True)
     p.add_argument("--num", type=int, default=64)
-    p.add_argument("--sampler", choices=("ddim", "ancestral"), default=None, help="default: the config's")
-    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: the config's)")
-    p.add_argument("--eta", type=float, default=None, help="DDIM eta (default: the config's)")
+    _sampler_arguments(p, default_steps=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", default=None, help="class labels, comma-separated, repeated to --num")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
@@ -165,9 +172,7 @@ def main(argv=None) -> int:
                     "split and feature network.")
     p.add_argument("--workdir", required=True)
     p.add_argument("--num-samples", type=int, default=10000, help="samples for FID/IS/KID/PR (0: none)")
-    p.add_argument("--sampler", choices=("ddim", "ancestral"), default="ddim")
-    p.add_argument("--steps", type=int, default=100, help="DDIM steps")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta")
+    _sampler_arguments(p, default_steps=100)
     p.add_argument("--feature-net", default=None,
                    help="classifier:DIR (from train-classifier) or inception:WEIGHTS.npz; none: bits/dim only")
     p.add_argument("--bpd-examples", type=int, default=None,

@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 from ddpm_jax import checkpoint, data
+from ddpm_jax.files import write_text
 from ddpm_jax.metrics import FeatureNetwork
 
 INFO_FILE = "classifier.json"
@@ -85,13 +86,8 @@ def params_hash(params: Any) -> str:
 
 def dataset_tag(source: str) -> str:
     """A short, filename-safe name of a data source: "digits", "mnist", "npz-mnist" (for npz:/x/mnist.npz)."""
-    kind, sep, path = source.partition(":")
-    if sep and kind in ("npz", "npy"):
-        stem = f"{kind}-{os.path.splitext(os.path.basename(path))[0]}"
-    elif source.endswith((".npz", ".npy")):
-        stem = f"{source[-3:]}-{os.path.splitext(os.path.basename(source))[0]}"
-    else:
-        stem = source
+    kind, location = data.parse_source(source)
+    stem = f"{kind}-{os.path.splitext(os.path.basename(location))[0]}" if kind in ("npz", "npy") else location
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "data"
 
 
@@ -245,7 +241,7 @@ def train_classifier(
         num_steps=int(num_steps), batch_size=batch_size, learning_rate=learning_rate, seed=seed,
         seconds=seconds,
     )
-    checkpoint.write_atomic(info_path, json.dumps(info, indent=2))
+    write_text(info_path, json.dumps(info, indent=2))
     return info
 
 

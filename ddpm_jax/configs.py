@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ddpm_jax import diffusion, functional, sampling, schedules
+from ddpm_jax import functional, sampling, schedules, validation
+from ddpm_jax.models import unet
 from ddpm_jax.models.unet import UNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -25,7 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(
         seed=0,
         data=dict(source="cifar10", data_dir=None, random_flip=True),
-        model=dict(ch=128, ch_mult=(1, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,), dropout=0.1,
+        model=dict(**unet.PRESETS["ddpm_cifar10"],
                    scale_shift_norm=False, num_classes=None, num_heads=1, norm_groups=32, dtype="float32",
                    remat=False),
         diffusion=dict(schedule="linear", num_timesteps=1000, zero_terminal_snr=False, schedule_options={},
@@ -35,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
                    warmup_steps=5000, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
                    ema_decay=0.9999, ema_warmup=False, label_dropout=0.0, steps_per_call=1,
                    log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3),
-        sample=dict(sampler="ddim", num_steps=50, eta=0.0, num_images=64, clip_denoised=True,
+        sample=dict(sampler="ddim", num_steps=50, spacing=None, eta=0.0, num_images=64, clip_denoised=True,
                     per_device_batch=None),
     ))
 
@@ -43,7 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
 def create_model(config: ml_collections.ConfigDict) -> UNet:
     """The U-Net of config.model; learn_sigma follows config.diffusion.variance == "learned_range"."""
     m = config.model
-    diffusion.check_choice("model dtype", m.get("dtype", "float32"), tuple(DTYPES))
+    validation.check_choice("model dtype", m.get("dtype", "float32"), tuple(DTYPES))
     return UNet(
         ch=m.ch,
         ch_mult=tuple(m.ch_mult),
@@ -78,6 +79,25 @@ def loss_options(config: ml_collections.ConfigDict) -> dict:
     )
 
 
+def sampler_options(config: ml_collections.ConfigDict, sampler: str | None = None, num_steps: int | None = None,
+                    spacing: str | None = None, eta: float | None = None) -> dict:
+    """The sampler and its keyword arguments (`sampling.sample`'s) from explicit values, else config.sample."""
+    s, d = config.sample, config.diffusion
+    own = sampler is None or sampler == s.sampler  # the config's settings belong to its own sampler
+    sampler = sampler or s.sampler
+    validation.check_choice("sampler", sampler, sampling.SAMPLERS)
+    options = dict(sampler=sampler, prediction=d.prediction, clip_denoised=s.clip_denoised)
+    if sampler == "ancestral":
+        return dict(options, variance=d.variance)
+    options.update(num_steps=num_steps if num_steps is not None else (s.num_steps if own else None),
+                   spacing=spacing if spacing is not None else (s.get("spacing", None) if own else None))
+    if sampler == "ddim":
+        options["eta"] = eta if eta is not None else (s.eta if own else 0.0)
+    elif eta:
+        raise ValueError(f"eta is DDIM's; sampler {sampler!r} takes none (got eta={eta}).")
+    return options
+
+
 def sample(
     config: ml_collections.ConfigDict,
     params,
@@ -87,6 +107,7 @@ def sample(
     *,
     sampler: str | None = None,
     num_steps: int | None = None,
+    spacing: str | None = None,
     eta: float | None = None,
     labels=None,
     guidance_scale: float = 1.0,
@@ -94,18 +115,15 @@ def sample(
 ) -> np.ndarray:
     """`num_samples` images [N, H, W, C] in [-1, 1] from U-Net params, across all local devices.
 
-    Sampler settings default to config.sample; `labels` [N] condition a class-conditional model, guided with
-    `guidance_scale` (classifier-free guidance; 1 = plain conditional).
+    Sampler settings default to config.sample (its num_steps, spacing and eta apply when `sampler` is the
+    config's sampler; other samplers default to their own, see `sampling.sampler_timesteps`); `labels` [N]
+    condition a class-conditional model, guided with `guidance_scale` (classifier-free guidance; 1 = plain
+    conditional).
     """
     model = create_model(config)
     sched = create_schedule(config)
-    s, d = config.sample, config.diffusion
-    sampler = sampler or s.sampler
-    options = dict(prediction=d.prediction, clip_denoised=s.clip_denoised)
-    if sampler == "ddim":
-        options.update(num_steps=num_steps or s.num_steps, eta=s.eta if eta is None else eta)
-    elif sampler == "ancestral":
-        options.update(variance=d.variance)
+    options = sampler_options(config, sampler, num_steps, spacing, eta)
+    sampler = options.pop("sampler")
     conditional = model.num_classes is not None
     if labels is not None and not conditional:
         raise ValueError("labels were given but the model is unconditional (config.model.num_classes is None).")
@@ -119,7 +137,7 @@ def sample(
         labels=labels,
         guidance_scale=guidance_scale,
         null_label=model.null_label if conditional and labels is not None else None,
-        per_device_batch=s.get("per_device_batch", None),
+        per_device_batch=config.sample.get("per_device_batch", None),
         progress=progress,
         **options,
     )
@@ -133,6 +151,11 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
 
     Values are Python literals (64, 1e-3, (1, 2), True, None) or else strings; ConfigDict's type checks
     apply, so a wrong type is an error naming the field.
+
+    Not `ml_collections.config_flags`: it cannot override fields whose default is None (model.num_classes,
+    data.data_dir, sample.per_device_batch: "UnsupportedOperationError: Type NoneType ... not supported") unless
+    they are declared as typed placeholders, which a config read back from a run's config.json is not; it
+    reads sys.argv unless handed an argv, and an unknown field fails with a bare AttributeError.
     """
     for item in overrides:
         key, sep, text = item.removeprefix("--").removeprefix("config.").partition("=")
@@ -178,38 +201,13 @@ def to_json(config: ml_collections.ConfigDict) -> str:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-    return ml_collections.ConfigDict(_tuples(json.loads(text)))
+    return ml_collections.ConfigDict(tuples(json.loads(text)))
 
 
-def _tuples(value):
+def tuples(value):
     """JSON lists back to tuples, as configs write sequences."""
     if isinstance(value, dict):
-        return {k: _tuples(v) for k, v in value.items()}
+        return {k: tuples(v) for k, v in value.items()}
     if isinstance(value, list):
-        return tuple(_tuples(v) for v in value)
+        return tuple(tuples(v) for v in value)
     return value
-
-
-# Sections whose change makes a checkpoint mean something else (another model shape, another process).
-COMPATIBILITY_KEYS = ("model", "diffusion", "data.source")
-
-
-def incompatibilities(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> list[str]:
-    """Dotted names of the fields in COMPATIBILITY_KEYS where the two configs differ."""
-    flat_saved, flat_now = _flatten(saved.to_dict()), _flatten(current.to_dict())
-    keys = sorted(set(flat_saved) | set(flat_now))
-    return [
-        k for k in keys
-        if any(k == c or k.startswith(c + ".") for c in COMPATIBILITY_KEYS)
-        and _tuples(flat_saved.get(k)) != _tuples(flat_now.get(k))
-    ]
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -82,25 +82,60 @@ def to_float(images: np.ndarray, max_value: int = 255) -> np.ndarray:
     return (images.astype(np.float32) / np.float32(max_value / 2) - np.float32(1)).astype(np.float32)
 
 
+def to_uint8(images, max_value: int = 255):
+    """Float images in [-1, 1] -> uint8 levels 0..max_value, the inverse of `to_float` on its grid; any shape.
+
+    round((clip(x, -1, 1) + 1) * max_value / 2), rounding half to even: -1 -> 0, 1 -> max_value, and for 255,
+    0 -> 127.5 -> 128. The one float-to-pixel conversion of the package (grids, PNGs, metric inputs). numpy
+    arrays are converted in float64 and must be finite (a diverged sample should be noticed, not drawn black);
+    jax arrays (also traced, inside jit) with jax.numpy in their own dtype. uint8 input is returned unchanged;
+    other integer or boolean dtypes are refused (their range is ambiguous).
+    """
+    if getattr(images, "dtype", None) == np.uint8:
+        return images
+    if "jax" in type(images).__module__:
+        import jax.numpy as jnp
+
+        return jnp.round((jnp.clip(images, -1.0, 1.0) + 1.0) * (max_value / 2.0)).astype(jnp.uint8)
+    arr = np.asarray(images)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ValueError(f"to_uint8 expects float images in [-1, 1] (or uint8), got dtype {arr.dtype}.")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"to_uint8 got {int(np.sum(~np.isfinite(arr)))} non-finite values (NaN or inf).")
+    return np.round((np.clip(arr.astype(np.float64), -1.0, 1.0) + 1.0) * (max_value / 2.0)).astype(np.uint8)
+
+
 # ------------------------------------------------------------------------------------------------ sources
 
 
 def _accepted_sources() -> str:
     return (
         f"built-in names {', '.join(repr(n) for n in BUILTIN_DATASETS)}; any tensorflow-datasets name with an "
-        "'image' feature; or a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'"
+        "'image' feature (optionally written 'tfds:NAME'); or a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'"
     )
 
 
-def _local_path(source: str) -> tuple[str, str] | None:
-    """('npz' | 'npy', path) for a local-array source, else None."""
-    for kind in ("npz", "npy"):
+class Source(NamedTuple):
+    """A parsed source string: kind "digits" | "npz" | "npy" | "tfds", and the file path or tfds name."""
+
+    kind: str
+    location: str
+
+
+def parse_source(source: str) -> Source:
+    """The one parser of source strings: "digits"; "npz:PATH" / "npy:PATH" or a bare path ending in .npz / .npy;
+    "tfds:NAME" or a bare tfds NAME."""
+    if not isinstance(source, str) or not source:
+        raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
+    if source == "digits":
+        return Source("digits", "digits")
+    for kind in ("npz", "npy", "tfds"):
         if source.startswith(kind + ":"):
-            return kind, source[len(kind) + 1:]
+            return Source(kind, source[len(kind) + 1:])
     for kind in ("npz", "npy"):
         if source.endswith("." + kind):
-            return kind, source
-    return None
+            return Source(kind, source)
+    return Source("tfds", source)
 
 
 def _check_arrays(images: np.ndarray, labels: np.ndarray | None, where: str) -> Arrays:
@@ -268,15 +303,14 @@ def load_arrays(source: str, split: str = "train", *, data_dir: str | None = Non
     Raises ValueError for an unknown source or malformed arrays, DatasetNotFoundError (a ValueError) for a
     tfds dataset that is not prepared in `data_dir`.
     """
-    if not isinstance(source, str) or not source:
-        raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
-    if source == "digits":
+    kind, location = parse_source(source)
+    if kind == "digits":
         return _load_digits(split)
-    local = _local_path(source)
-    if local is not None:
-        kind, path = local
-        return _load_npz(path, split) if kind == "npz" else _load_npy(path, split)
-    return _load_tfds(source, split, data_dir)
+    if kind == "npz":
+        return _load_npz(location, split)
+    if kind == "npy":
+        return _load_npy(location, split)
+    return _load_tfds(location, split, data_dir)
 
 
 def image_shape(source: str, *, data_dir: str | None = None) -> tuple[int, int, int]:
@@ -284,10 +318,11 @@ def image_shape(source: str, *, data_dir: str | None = None) -> tuple[int, int, 
 
     For tfds names this reads only the dataset metadata (no data needed); local files are read.
     """
-    if source == "digits":
+    kind, location = parse_source(source)
+    if kind == "digits":
         return (8, 8, 1)
-    if isinstance(source, str) and _local_path(source) is None and source:
-        builder = _tfds_builder(source, data_dir)
+    if kind == "tfds":
+        builder = _tfds_builder(location, data_dir)
         if builder.name == "celeb_a":
             return (_CELEBA_SIZE, _CELEBA_SIZE, 3)
         return tuple(int(s) for s in builder.info.features["image"].shape)
@@ -335,11 +370,11 @@ class Pipeline:
         prefetch: int = 2,
     ):
         if num_devices is None or process_index is None or process_count is None:
-            import jax
+            from ddpm_jax import parallel
 
-            num_devices = jax.local_device_count() if num_devices is None else num_devices
-            process_index = jax.process_index() if process_index is None else process_index
-            process_count = jax.process_count() if process_count is None else process_count
+            num_devices = parallel.local_device_count() if num_devices is None else num_devices
+            process_index = parallel.process_index() if process_index is None else process_index
+            process_count = parallel.process_count() if process_count is None else process_count
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} must be in [0, process_count={process_count})")
         total_devices = num_devices * process_count

@@ -15,18 +15,13 @@ import jax.numpy as jnp
 
 from ddpm_jax import functional
 from ddpm_jax.schedules import Schedule
+from ddpm_jax.validation import check_choice
 
 PREDICTIONS = ("eps", "x0", "v")
 VARIANCES = ("fixed_small", "fixed_large", "learned_range")
 
 
-def check_choice(kind: str, value: str, accepted: tuple[str, ...]) -> None:
-    """Raise ValueError naming `value` and the accepted names unless it is one of them."""
-    if value not in accepted:
-        raise ValueError(f"Unknown {kind} {value!r}; accepted: {', '.join(accepted)}.")
-
-
-def _at(table: jnp.ndarray, t: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
+def at(table: jnp.ndarray, t: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
     """table[t] shaped [B, 1, ..., 1] to broadcast against x [B, ...]."""
     return table[t].reshape(t.shape + (1,) * (x.ndim - t.ndim))
 
@@ -41,22 +36,22 @@ def mean_flat(x: jnp.ndarray) -> jnp.ndarray:
 
 def q_mean_variance(sched: Schedule, x0, t):
     """Moments of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I) (Ho eq. 4): mean, variance, log_variance."""
-    mean = _at(sched.sqrt_alphas_cumprod, t, x0) * x0
-    variance = _at(1.0 - sched.alphas_cumprod, t, x0)
-    log_variance = _at(sched.log_one_minus_alphas_cumprod, t, x0)
+    mean = at(sched.sqrt_alphas_cumprod, t, x0) * x0
+    variance = at(1.0 - sched.alphas_cumprod, t, x0)
+    log_variance = at(sched.log_one_minus_alphas_cumprod, t, x0)
     return mean, jnp.broadcast_to(variance, x0.shape), jnp.broadcast_to(log_variance, x0.shape)
 
 
 def q_sample(sched: Schedule, x0, t, noise):
     """Sample x_t ~ q(x_t | x_0) given standard-normal `noise` (Ho eq. 4): [B, ...] -> [B, ...]."""
-    return _at(sched.sqrt_alphas_cumprod, t, x0) * x0 + _at(sched.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+    return at(sched.sqrt_alphas_cumprod, t, x0) * x0 + at(sched.sqrt_one_minus_alphas_cumprod, t, x0) * noise
 
 
 def q_posterior_mean_variance(sched: Schedule, x0, x_t, t):
     """q(x_{t-1} | x_t, x_0) = N(mu~_t, beta~_t I) (Ho eqs. 6-7): mean, variance, log_variance (clipped at t=0)."""
-    mean = _at(sched.posterior_mean_coef1, t, x_t) * x0 + _at(sched.posterior_mean_coef2, t, x_t) * x_t
-    variance = jnp.broadcast_to(_at(sched.posterior_variance, t, x_t), x_t.shape)
-    log_variance = jnp.broadcast_to(_at(sched.posterior_log_variance_clipped, t, x_t), x_t.shape)
+    mean = at(sched.posterior_mean_coef1, t, x_t) * x0 + at(sched.posterior_mean_coef2, t, x_t) * x_t
+    variance = jnp.broadcast_to(at(sched.posterior_variance, t, x_t), x_t.shape)
+    log_variance = jnp.broadcast_to(at(sched.posterior_log_variance_clipped, t, x_t), x_t.shape)
     return mean, variance, log_variance
 
 
@@ -65,37 +60,37 @@ def q_posterior_mean_variance(sched: Schedule, x0, x_t, t):
 
 def predict_x0_from_eps(sched: Schedule, x_t, t, eps):
     """x_0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t) (inverse of Ho eq. 4)."""
-    return _at(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - _at(sched.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+    return at(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - at(sched.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
 
 
 def predict_eps_from_x0(sched: Schedule, x_t, t, x0):
     """eps = (x_t - sqrt(abar_t) x_0) / sqrt(1 - abar_t)."""
-    return (_at(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / _at(sched.sqrt_recipm1_alphas_cumprod, t, x_t)
+    return (at(sched.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / at(sched.sqrt_recipm1_alphas_cumprod, t, x_t)
 
 
 def v_from_x0_eps(sched: Schedule, x0, eps, t):
     """v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0 (Salimans & Ho 2022, sec. 4)."""
-    return _at(sched.sqrt_alphas_cumprod, t, x0) * eps - _at(sched.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+    return at(sched.sqrt_alphas_cumprod, t, x0) * eps - at(sched.sqrt_one_minus_alphas_cumprod, t, x0) * x0
 
 
 def predict_x0_from_v(sched: Schedule, x_t, t, v):
     """x_0 = sqrt(abar_t) x_t - sqrt(1 - abar_t) v."""
-    return _at(sched.sqrt_alphas_cumprod, t, x_t) * x_t - _at(sched.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+    return at(sched.sqrt_alphas_cumprod, t, x_t) * x_t - at(sched.sqrt_one_minus_alphas_cumprod, t, x_t) * v
 
 
 def predict_eps_from_v(sched: Schedule, x_t, t, v):
     """eps = sqrt(1 - abar_t) x_t + sqrt(abar_t) v."""
-    return _at(sched.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + _at(sched.sqrt_alphas_cumprod, t, x_t) * v
+    return at(sched.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + at(sched.sqrt_alphas_cumprod, t, x_t) * v
 
 
 def score_from_eps(sched: Schedule, t, eps):
     """Score of q(x_t): grad log q(x_t) = -eps / sqrt(1 - abar_t) (Song et al. 2021, sec. 4.3)."""
-    return -eps / _at(sched.sqrt_one_minus_alphas_cumprod, t, eps)
+    return -eps / at(sched.sqrt_one_minus_alphas_cumprod, t, eps)
 
 
 def eps_from_score(sched: Schedule, t, score):
     """Inverse of `score_from_eps`: eps = -sqrt(1 - abar_t) score."""
-    return -score * _at(sched.sqrt_one_minus_alphas_cumprod, t, score)
+    return -score * at(sched.sqrt_one_minus_alphas_cumprod, t, score)
 
 
 def prediction_target(sched: Schedule, x0, noise, t, prediction: str):
@@ -148,6 +143,17 @@ def split_model_output(model_output, x_t, variance: str):
     return model_output, None
 
 
+def prediction_channels(model_output, x_t):
+    """The prediction part of a model output: all of it, or the first C of 2C channels (learned variance)."""
+    channels = x_t.shape[-1]
+    if model_output.shape[-1] == 2 * channels:
+        return model_output[..., :channels]
+    if model_output.shape != x_t.shape:
+        raise ValueError(f"model output has shape {model_output.shape}; expected {x_t.shape} or 2C channels.")
+    return model_output
+
+
+
 # ---------------------------------------------------------------- reverse process p(x_{t-1} | x_t)
 
 
@@ -171,12 +177,12 @@ def p_mean_variance(
     pred, var_values = split_model_output(model_output, x_t, variance)
     if variance == "learned_range":
         frac = (var_values + 1.0) / 2.0
-        min_log = _at(sched.posterior_log_variance_clipped, t, x_t)
-        max_log = _at(sched.log_betas, t, x_t)
+        min_log = at(sched.posterior_log_variance_clipped, t, x_t)
+        max_log = at(sched.log_betas, t, x_t)
         log_variance = frac * max_log + (1.0 - frac) * min_log
     else:
         table = sched.posterior_log_variance_clipped if variance == "fixed_small" else sched.fixed_large_log_variance
-        log_variance = jnp.broadcast_to(_at(table, t, x_t), x_t.shape)
+        log_variance = jnp.broadcast_to(at(table, t, x_t), x_t.shape)
     pred_x0, _ = x0_and_eps(sched, pred, x_t, t, prediction, clip_denoised)
     mean, _, _ = q_posterior_mean_variance(sched, pred_x0, x_t, t)
     return dict(mean=mean, variance=jnp.exp(log_variance), log_variance=log_variance, pred_x0=pred_x0)

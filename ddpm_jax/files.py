@@ -25,3 +25,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w"):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file atomically."""
+    with atomic_write(path) as f:
+        f.write(text)

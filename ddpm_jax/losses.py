@@ -11,7 +11,8 @@ import jax
 import jax.numpy as jnp
 
 from ddpm_jax import diffusion
-from ddpm_jax.diffusion import check_choice, mean_flat
+from ddpm_jax.diffusion import mean_flat
+from ddpm_jax.validation import check_choice
 from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.schedules import Schedule
 

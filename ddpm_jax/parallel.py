@@ -1,18 +1,33 @@
-"""Everything about devices: the distributed runtime, the data-parallel axis, pmap, replication, sharding.
+"""Everything about devices: the distributed runtime, the data-parallel axis, pmap, replication, sharding, and
+the one loop that maps a computation over N items on all devices (`map_sharded`).
+
+This is the only module that calls JAX's device and process APIs (`jax.pmap`, `jax.local_devices`,
+`jax.process_count`, `multihost_utils`, ...); the rest of the package asks it.
 
 The strategy is plain data parallelism: params replicated on every device, each device a slice of the batch,
 gradients and metrics averaged with `lax.pmean` over the axis named `AXIS`. With several processes (TPU pod
 slices, GPU clusters), `initialize_distributed` starts JAX's runtime first; each process then feeds its local
 devices, and the same pmap reduces over the devices of all processes (device d of process p has axis index
 p * local_device_count + d).
+
+Moving off `jax.pmap` (in maintenance mode upstream) to `jax.jit` with shardings or `shard_map` is this file's
+work alone: `pmap` would become `shard_map` over a `Mesh(jax.devices(), (AXIS,))` with in/out specs
+`PartitionSpec(AXIS)` for the per-device arguments and `PartitionSpec()` for the broadcast ones (`lax.pmean`
+over AXIS keeps working inside it); `replicate` would place one copy with a replicated `NamedSharding` instead of
+a leading device axis (and `unreplicate` drop nothing); `shard` would build a global array from the local rows
+(`jax.make_array_from_process_local_data`) instead of reshaping to [devices, ...]; `map_sharded` would gather
+with the output's sharding instead of `process_allgather`. Callers see the same [devices, per_device, ...]
+layout only through `shard` and `map_sharded`, so they would change by dropping that leading axis.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import math
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"
@@ -38,6 +53,43 @@ def initialize_distributed(coordinator_address: str | None = None, num_processes
 def first_local_device_index() -> int:
     """The axis index of this process's first device: process_index * local_device_count."""
     return jax.process_index() * jax.local_device_count()
+
+
+def local_devices() -> list:
+    return jax.local_devices()
+
+
+def local_device_count() -> int:
+    return jax.local_device_count()
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def is_lead_process() -> bool:
+    """True on process 0, the one that writes logs, samples and reports."""
+    return jax.process_index() == 0
+
+
+def describe_devices() -> str:
+    """"8 x cpu" (this process's devices), for reports."""
+    return f"{jax.local_device_count()} x {jax.devices()[0].platform}"
+
+
+def pmap_devices(devices: Sequence | None = None) -> tuple | None:
+    """The `devices` argument for `pmap`: None (all devices of all processes) when several processes run and no
+    devices are named, else the named devices or all local ones. Naming devices needs a single process."""
+    if jax.process_count() > 1:
+        if devices is not None:
+            raise ValueError("explicit devices are only supported in a single process; with several processes "
+                             "every computation runs on all devices of all processes.")
+        return None
+    return tuple(devices or jax.local_devices())
 
 
 def pmap(fn: Callable, *, in_axes=0, devices: Sequence | None = None, donate_argnums=()) -> Callable:
@@ -81,3 +133,43 @@ def shard(batch, num_devices: int | None = None):
         return x.reshape((num_devices, x.shape[0] // num_devices) + x.shape[1:])
 
     return jax.tree_util.tree_map(split, batch)
+
+
+def map_sharded(
+    round_fn: Callable[[np.ndarray], Any],
+    num_items: int,
+    *,
+    per_device_batch: int | None = None,
+    devices: Sequence | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Any:
+    """Map a pmapped computation over items 0..N-1 on all devices, in rounds; every process gets every output.
+
+    Each round hands min(`per_device_batch`, ceil(N / devices)) items (default: the latter, one round) to each
+    device of every process: `round_fn(index)` gets int32 `index` [local devices, per_device_batch], the global item indices of
+    this process's devices, and returns a pytree of arrays [local devices, per_device_batch, ...] (typically a
+    function made with `pmap(..., devices=devices)`). The last round is padded with indices >= N (take items at
+    `index % N`); their outputs are dropped. Returns the pytree of numpy outputs [N, ...], gathered across
+    processes. `progress(done, N)` is called after each round.
+    """
+    if num_items < 1:
+        raise ValueError(f"the number of items must be a positive integer, got {num_items}.")
+    pmap_devices(devices)  # validates devices against the process count
+    distributed = jax.process_count() > 1
+    local = len(devices) if devices is not None else jax.local_device_count()
+    n_dev = local * jax.process_count()
+    if per_device_batch is not None and per_device_batch < 1:
+        raise ValueError(f"per_device_batch must be a positive integer, got {per_device_batch}.")
+    per_device = min(per_device_batch or num_items, math.ceil(num_items / n_dev))
+    per_round = per_device * n_dev
+    first = first_local_device_index() if distributed else 0
+    layout = np.arange(per_round, dtype=np.int32).reshape(n_dev, per_device)[first:first + local]
+    outputs = []
+    for r in range(math.ceil(num_items / per_round)):
+        out = round_fn(layout + np.int32(r * per_round))
+        if distributed:
+            out = multihost_utils.process_allgather(out, tiled=True)
+        outputs.append(jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((per_round,) + x.shape[2:]), out))
+        if progress:
+            progress(min((r + 1) * per_round, num_items), num_items)
+    return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num_items], *outputs)

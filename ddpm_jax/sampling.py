@@ -11,30 +11,95 @@ traced inputs: each sampler then compiles once per shape and setting, whatever t
 from __future__ import annotations
 
 import functools
-import math
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import multihost_utils
 from jax.tree_util import Partial
 
-from ddpm_jax import diffusion, functional, parallel
-from ddpm_jax.keys import example_keys, per_example
-from ddpm_jax.diffusion import PREDICTIONS, VARIANCES, check_choice
+from ddpm_jax import diffusion, functional, parallel, schedules, solvers
+from ddpm_jax.keys import example_keys
+from ddpm_jax.diffusion import PREDICTIONS, VARIANCES
+from ddpm_jax.reverse_loop import Trajectory, initial_noise, per_sample_normal, reverse_loop  # noqa: F401 (sampling.Trajectory)
+from ddpm_jax.validation import check_choice
 from ddpm_jax.schedules import Schedule
 
-SPACINGS = ("uniform", "trailing")
-SAMPLERS = ("ancestral", "ddim")
+SPACINGS = ("uniform", "trailing")  # ddim_sample's own names ("uniform" is the DDIM paper's, `sample`'s "leading")
+SAMPLERS = ("ancestral", "ddim") + solvers.SOLVERS
+DEFAULT_NUM_STEPS = dict({"ddim": 50}, **{name: 20 for name in solvers.SOLVERS})  # ancestral: all T
 
 
-class Trajectory(NamedTuple):
-    """Saved states of a reverse process: x_t and pred_x0 [K, B, H, W, C] at timesteps t [K] (noisiest first)."""
+def sampler_timesteps(sched: Schedule, sampler: str, num_steps: int | None = None,
+                      spacing: str | None = None) -> tuple[int, ...] | None:
+    """The timesteps `sampler` visits, noisiest first, before its last step to alpha_bar = 1 (t = -1).
 
-    x_t: jnp.ndarray
-    pred_x0: jnp.ndarray
-    t: jnp.ndarray
+    None for "ancestral", which visits all T. num_steps None: DEFAULT_NUM_STEPS; spacing None: the sampler's own
+    default ("leading" for DDIM, `solvers.DEFAULT_SPACING` for the solvers). Needs a concrete Schedule.
+    """
+    check_choice("sampler", sampler, SAMPLERS)
+    if spacing is not None:
+        check_choice("spacing", spacing, schedules.SPACINGS)
+    if sampler == "ancestral":
+        if num_steps not in (None, sched.num_timesteps) or spacing is not None:
+            raise ValueError(f"ancestral sampling visits all T = {sched.num_timesteps} timesteps: it takes no "
+                             f"num_steps or spacing (got {num_steps}, {spacing}); use 'ddim' with eta=1 for "
+                             "ancestral-like sampling over fewer steps.")
+        return None
+    num_steps, spacing = step_defaults(sampler, num_steps, spacing)
+    return tuple(int(t) for t in schedules.spaced_timesteps(sched, num_steps, spacing))
+
+
+def step_defaults(sampler: str, num_steps: int | None = None, spacing: str | None = None) -> tuple[int, str]:
+    """(num_steps, spacing) with None replaced by the sampler's defaults (not for "ancestral")."""
+    num_steps = DEFAULT_NUM_STEPS[sampler] if num_steps is None else num_steps
+    return num_steps, spacing or ("leading" if sampler == "ddim" else solvers.DEFAULT_SPACING[sampler])
+
+
+def sample(
+    model_fn: Callable,
+    sched: Schedule,
+    rng,
+    shape,
+    *,
+    sampler: str = "dpm++2m",
+    num_steps: int | None = None,
+    prediction: str = "eps",
+    clip_denoised: bool = False,
+    x_T=None,
+    spacing: str | None = None,
+    eta: float = 0.0,
+    variance: str = "fixed_small",
+    timesteps=None,
+    first_index: int = 0,
+    trajectory_steps: int = 0,
+):
+    """Every sampler behind one entry: x_0 [B, ...] (or (x_0, Trajectory) with trajectory_steps > 0).
+
+    sampler: "ancestral" (Ho et al. alg. 2 over all T steps, with `variance`), "ddim" (Song et al., with `eta`),
+      or a solver of `ddpm_jax.solvers`: "euler", "heun" (Karras et al. 2022), "dpm++2m", "dpm++3m",
+      "dpm++2m-sde" (Lu et al. 2022), "unipc" (Zhao et al. 2023).
+    num_steps, spacing: how many and which timesteps are visited (`sampler_timesteps`; spacings
+      `schedules.SPACINGS`: "linspace", "leading", "trailing", "karras"); or give `timesteps` (decreasing ints).
+    x_T: the state at the first visited timestep (t = T - 1 for ancestral and the linspace/trailing spacings),
+      in the variance-preserving coordinates of `q_sample`; drawn per sample from fold_in(rng, first_index + i)
+      if None. model_fn(x_t, t) is called with int32 t [B] at the visited timesteps only.
+    """
+    if sampler != "ddim" and eta != 0:
+        raise ValueError(f"eta is DDIM's stochasticity (0 = deterministic); sampler {sampler!r} takes none, "
+                         f"got eta={eta}.")
+    if timesteps is None:
+        timesteps = sampler_timesteps(sched, sampler, num_steps, spacing)
+    else:
+        check_choice("sampler", sampler, SAMPLERS)
+    common = dict(prediction=prediction, clip_denoised=clip_denoised, x_T=x_T, first_index=first_index,
+                  trajectory_steps=trajectory_steps)
+    if sampler == "ancestral":
+        return ancestral_sample(model_fn, sched, rng, shape, variance=variance, **common)
+    if sampler == "ddim":
+        return _ddim_over(model_fn, sched, rng, shape, solvers.check_timesteps(timesteps, sched.num_timesteps),
+                          eta=eta, **common)
+    return solvers.solve(model_fn, sched, rng, shape, solver=sampler, timesteps=timesteps, **common)
 
 
 def ddim_timesteps(num_timesteps: int, num_steps: int, spacing: str = "uniform") -> np.ndarray:
@@ -50,53 +115,6 @@ def ddim_timesteps(num_timesteps: int, num_steps: int, spacing: str = "uniform")
     if spacing == "uniform":
         return np.arange(0, num_timesteps, num_timesteps // num_steps, dtype=np.int32)
     return np.round(np.arange(num_timesteps, 0, -num_timesteps / num_steps)).astype(np.int32)[::-1] - 1
-
-
-def _per_sample_normal(keys, step, shape):
-    """Standard normal [B, *shape[1:]], sample i drawn from fold_in(keys[i], step)."""
-    return per_example(lambda k: jax.random.normal(jax.random.fold_in(k, step), shape[1:], jnp.float32), keys)
-
-
-def _initial_noise(keys, x_T, shape, num_timesteps):
-    if x_T is None:
-        return _per_sample_normal(keys, num_timesteps, shape)
-    if x_T.shape != tuple(shape):
-        raise ValueError(f"x_T has shape {x_T.shape}; expected {tuple(shape)}.")
-    return x_T.astype(jnp.float32)
-
-
-def _reverse_loop(step_fn, x_init, ts, trajectory_steps: int):
-    """Run step_fn(x, i) -> (x_next, pred_x0) over loop indices i in one `lax.scan`.
-
-    Returns (x_final, Trajectory or None); the trajectory keeps the input x and pred_x0 at `trajectory_steps`
-    evenly spaced loop indices (the first and the last included).
-    """
-    n = len(ts)
-    slots = np.full((n,), -1, np.int32)
-    if trajectory_steps:
-        saved = np.unique(np.round(np.linspace(0, n - 1, min(trajectory_steps, n))).astype(np.int32))
-        slots[saved] = np.arange(len(saved))
-        buffers = (jnp.zeros((len(saved),) + x_init.shape), jnp.zeros((len(saved),) + x_init.shape))
-    else:
-        buffers = ()
-
-    def body(carry, xs):
-        x, bufs = carry
-        i, slot = xs
-        x_next, pred_x0 = step_fn(x, i)
-        if trajectory_steps:
-            bufs = jax.lax.cond(
-                slot >= 0,
-                lambda b: (b[0].at[slot].set(x), b[1].at[slot].set(pred_x0)),
-                lambda b: b,
-                bufs,
-            )
-        return (x_next, bufs), None
-
-    (x, bufs), _ = jax.lax.scan(body, (x_init, buffers), (jnp.arange(n), jnp.asarray(slots)))
-    if not trajectory_steps:
-        return x, None
-    return x, Trajectory(x_t=bufs[0], pred_x0=bufs[1], t=jnp.asarray(ts[slots >= 0]))
 
 
 # ---------------------------------------------------------------- ancestral sampling
@@ -116,12 +134,12 @@ def _ancestral(model_fn, sched, rng, x_T, first_index, shape, prediction, varian
         out = diffusion.p_mean_variance(
             sched, model_fn(x, t), x, t, prediction=prediction, variance=variance, clip_denoised=clip_denoised
         )
-        noise = _per_sample_normal(keys, t_scalar, shape)
+        noise = per_sample_normal(keys, t_scalar, shape)
         # No noise at t = 0 (Ho alg. 2, line 4): the sample is the mean.
         x_prev = out["mean"] + jnp.where(t_scalar > 0, jnp.exp(0.5 * out["log_variance"]), 0.0) * noise
         return x_prev, out["pred_x0"]
 
-    return _reverse_loop(step, _initial_noise(keys, x_T, shape, T), ts, trajectory_steps)
+    return reverse_loop(step, initial_noise(keys, x_T, shape, T), ts, trajectory_steps)
 
 
 def ancestral_sample(
@@ -165,16 +183,6 @@ def _alpha_bar(sched: Schedule, t):
     return jnp.where(t >= 0, sched.alphas_cumprod[jnp.maximum(t, 0)], 1.0)
 
 
-def _prediction_channels(model_output, x_t):
-    """The prediction part of a model output: all of it, or the first C of 2C channels (learned variance)."""
-    channels = x_t.shape[-1]
-    if model_output.shape[-1] == 2 * channels:
-        return model_output[..., :channels]
-    if model_output.shape != x_t.shape:
-        raise ValueError(f"model output has shape {model_output.shape}; expected {x_t.shape} or 2C channels.")
-    return model_output
-
-
 def ddim_step(
     sched: Schedule, model_output, x_t, t, t_prev, noise, eta=0.0, *, prediction: str = "eps",
     clip_denoised: bool = True,
@@ -186,37 +194,33 @@ def ddim_step(
     ancestral step with the posterior variance; the learned-variance channels of a 2C output are ignored.
     Shapes: x_t, noise [B,H,W,C]; t, t_prev int32 [B]. Returns (x_prev, pred_x0).
     """
-    pred = _prediction_channels(model_output, x_t)
+    pred = diffusion.prediction_channels(model_output, x_t)
     x0, eps = diffusion.x0_and_eps(sched, pred, x_t, t, prediction, clip_denoised)
-    abar_t = diffusion._at(sched.alphas_cumprod, t, x_t)
-    abar_prev = diffusion._at(_alpha_bar(sched, t_prev), jnp.arange(t.shape[0]), x_t)
+    abar_t = diffusion.at(sched.alphas_cumprod, t, x_t)
+    abar_prev = diffusion.at(_alpha_bar(sched, t_prev), jnp.arange(t.shape[0]), x_t)
     sigma = eta * jnp.sqrt((1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev))
     direction = jnp.sqrt(jnp.maximum(1.0 - abar_prev - sigma**2, 0.0)) * eps
     return jnp.sqrt(abar_prev) * x0 + direction + sigma * noise, x0
 
 
 @functools.partial(
-    jax.jit,
-    static_argnames=("shape", "num_steps", "prediction", "clip_denoised", "spacing", "trajectory_steps"),
+    jax.jit, static_argnames=("shape", "timesteps", "prediction", "clip_denoised", "trajectory_steps"),
 )
-def _ddim(
-    model_fn, sched, rng, x_T, first_index, eta, shape, num_steps, prediction, clip_denoised, spacing,
-    trajectory_steps,
-):
+def _ddim(model_fn, sched, rng, x_T, first_index, eta, shape, timesteps, prediction, clip_denoised, trajectory_steps):
     T = sched.num_timesteps
     keys = example_keys(rng, shape[0], first_index)
-    seq = ddim_timesteps(T, num_steps, spacing)
+    seq = np.asarray(timesteps[::-1], np.int32)  # increasing
     ts, ts_prev = seq[::-1], np.concatenate([[-1], seq[:-1]])[::-1].astype(np.int32)
 
     def step(x, i):
         t = jnp.full((shape[0],), jnp.asarray(ts)[i], jnp.int32)
         t_prev = jnp.full((shape[0],), jnp.asarray(ts_prev)[i], jnp.int32)
-        noise = _per_sample_normal(keys, t[0], shape)
+        noise = per_sample_normal(keys, t[0], shape)
         return ddim_step(
             sched, model_fn(x, t), x, t, t_prev, noise, eta, prediction=prediction, clip_denoised=clip_denoised
         )
 
-    return _reverse_loop(step, _initial_noise(keys, x_T, shape, T), ts, trajectory_steps)
+    return reverse_loop(step, initial_noise(keys, x_T, shape, T), ts, trajectory_steps)
 
 
 def ddim_sample(
@@ -240,11 +244,18 @@ def ddim_sample(
     fixed_small variance. Other arguments and the return value as `ancestral_sample`; eta is traced (no
     recompilation per eta).
     """
+    timesteps = ddim_timesteps(sched.num_timesteps, num_steps, spacing)[::-1]
+    return _ddim_over(model_fn, sched, rng, shape, timesteps, eta=eta, prediction=prediction,
+                      clip_denoised=clip_denoised, x_T=x_T, first_index=first_index, trajectory_steps=trajectory_steps)
+
+
+def _ddim_over(model_fn, sched, rng, shape, timesteps, *, eta, prediction, clip_denoised, x_T, first_index,
+               trajectory_steps):
+    """DDIM over decreasing `timesteps` (noisiest first), then a last step to alpha_bar = 1."""
     check_choice("prediction", prediction, PREDICTIONS)
-    ddim_timesteps(sched.num_timesteps, num_steps, spacing)  # validates num_steps and spacing
     x, trajectory = _ddim(
         functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), jnp.float32(eta),
-        tuple(shape), num_steps, prediction, clip_denoised, spacing, trajectory_steps,
+        tuple(shape), tuple(int(t) for t in timesteps), prediction, clip_denoised, trajectory_steps,
     )
     return (x, trajectory) if trajectory_steps else x
 
@@ -258,9 +269,9 @@ def _ddim_invert(model_fn, sched, x0, num_steps, prediction, spacing):
     def step(x, ts):
         t_from, t_to = (jnp.full((batch,), s, jnp.int32) for s in ts)
         # The model is evaluated at the level being moved to (as in DDIM inversion practice): eps(x, t_to).
-        _, eps = diffusion.x0_and_eps(sched, _prediction_channels(model_fn(x, t_to), x), x, t_to, prediction)
-        abar_from = diffusion._at(_alpha_bar(sched, t_from), jnp.arange(batch), x)
-        abar_to = diffusion._at(sched.alphas_cumprod, t_to, x)
+        _, eps = diffusion.x0_and_eps(sched, diffusion.prediction_channels(model_fn(x, t_to), x), x, t_to, prediction)
+        abar_from = diffusion.at(_alpha_bar(sched, t_from), jnp.arange(batch), x)
+        abar_to = diffusion.at(sched.alphas_cumprod, t_to, x)
         x0_pred = (x - jnp.sqrt(1.0 - abar_from) * eps) / jnp.sqrt(abar_from)
         return jnp.sqrt(abar_to) * x0_pred + jnp.sqrt(1.0 - abar_to) * eps, None
 
@@ -312,13 +323,12 @@ def with_labels(model_fn, labels, x_t, t):
 
 
 def _device_sampler(sampler: str, options: dict):
-    """sample(model_fn, sched, rng, first_index, labels, guidance_scale) for one device's batch."""
-    check_choice("sampler", sampler, SAMPLERS)
+    """device_sample(model_fn, sched, rng, first_index, labels, guidance_scale) for one device's batch."""
     options = dict(options)
     null_label = options.pop("null_label", None)
-    sample_fn = ancestral_sample if sampler == "ancestral" else ddim_sample
+    sample_fn = functools.partial(sample, sampler=sampler)
 
-    def sample(model_fn, sched, rng, first_index, labels, guidance_scale):
+    def device_sample(model_fn, sched, rng, first_index, labels, guidance_scale):
         if labels is not None:
             if null_label is None:
                 model_fn = Partial(with_labels, model_fn, labels)
@@ -326,7 +336,7 @@ def _device_sampler(sampler: str, options: dict):
                 model_fn = classifier_free_guidance(model_fn, labels, guidance_scale, null_label)
         return sample_fn(model_fn, sched, rng, first_index=first_index, **options)
 
-    return sample
+    return device_sample
 
 
 def sample_sharded(
@@ -352,38 +362,31 @@ def sample_sharded(
     devices. `labels` int32 [N] condition a model_fn(x_t, t, y); with `null_label` they are guided with
     `guidance_scale` (classifier-free guidance). Rounds of `per_device_batch` samples per device (default:
     all at once) bound memory; `progress(done, total)` is called after each round. `sampler_options` go to
-    `ancestral_sample` or `ddim_sample`.
+    `sample` (num_steps, spacing, eta, prediction, clip_denoised, variance, ...); the timesteps are chosen
+    here, once, from the concrete schedule.
     """
-    distributed = devices is None and jax.process_count() > 1
-    devices = devices or jax.local_devices()
-    n_dev = len(devices) * (jax.process_count() if distributed else 1)  # all devices of all processes
-    first_device = parallel.first_local_device_index() if distributed else 0
-    per_device = per_device_batch or math.ceil(num_samples / n_dev)
-    per_round = per_device * n_dev
-    rounds = math.ceil(num_samples / per_round)
+    options = dict(sampler_options)
+    if sampler != "ancestral" or "num_steps" in options or "spacing" in options:
+        options["timesteps"] = sampler_timesteps(sched, sampler, options.pop("num_steps", None),
+                                                 options.pop("spacing", None))
     if labels is not None:
         labels = np.asarray(labels, np.int32)
         if labels.shape != (num_samples,):
             raise ValueError(f"labels must have shape ({num_samples},) (one per sample), got {labels.shape}.")
-        labels = np.resize(labels, rounds * per_round)  # padding samples reuse labels, then are dropped
-    options = dict(sampler_options, shape=(per_device,) + tuple(image_shape))
     if null_label is not None:
         options["null_label"] = null_label
-    pmapped = _pmapped_sampler(sampler, tuple(sorted(options.items())), None if distributed else tuple(devices),
-                               labels is not None)
     model_fn = functional.as_pytree(model_fn)
-    local = slice(first_device, first_device + len(devices))  # this process's devices
-    out = []
-    for r in range(rounds):
-        first = (r * per_round + per_device * np.arange(n_dev, dtype=np.int32))[local]
-        round_labels = None if labels is None else labels[r * per_round:(r + 1) * per_round].reshape(n_dev, -1)[local]
-        x = pmapped(model_fn, sched, rng, first, round_labels, jnp.float32(guidance_scale))
-        if distributed:  # every process gets every sample
-            x = multihost_utils.process_allgather(x, tiled=True)
-        out.append(np.asarray(x).reshape((per_round,) + tuple(image_shape)))
-        if progress:
-            progress(min((r + 1) * per_round, num_samples), num_samples)
-    return np.concatenate(out)[:num_samples]
+
+    def round_fn(index):  # index [local devices, per_device]: global sample indices
+        shape = (index.shape[1],) + tuple(image_shape)
+        pmapped = _pmapped_sampler(sampler, tuple(sorted(dict(options, shape=shape).items())),
+                                   parallel.pmap_devices(devices), labels is not None)
+        # Padding samples (index >= N) reuse labels, then are dropped.
+        round_labels = None if labels is None else labels[index % num_samples]
+        return pmapped(model_fn, sched, rng, index[:, 0], round_labels, jnp.float32(guidance_scale))
+
+    return parallel.map_sharded(round_fn, num_samples, per_device_batch=per_device_batch, devices=devices,
+                                progress=progress)
 
 
 @functools.lru_cache(maxsize=32)

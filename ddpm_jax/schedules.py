@@ -8,9 +8,10 @@ Conventions: T timesteps, 0-based. `betas[t]` is the variance of the forward ste
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import flax
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -186,3 +187,111 @@ def snr(sched: Schedule, t=None) -> jnp.ndarray:
 def log_snr(sched: Schedule, t=None) -> jnp.ndarray:
     """log SNR = log(alpha_bar / (1 - alpha_bar)), decreasing in t: float32 [T], or [B] at timesteps t."""
     return sched.log_snr if t is None else sched.log_snr[t]
+
+
+# ---------------------------------------------------------------- the levels a sampler visits
+
+SPACINGS = ("linspace", "leading", "trailing", "karras")
+KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
+
+
+def spaced_timesteps(sched: Schedule, num_steps: int, spacing: str) -> np.ndarray:
+    """The N = num_steps timesteps a sampler visits before its last step to t = -1: int32 [N], strictly
+    decreasing (noisiest first).
+
+    "linspace": round(linspace(0, T - 1, N + 1))[::-1][:-1], diffusers' default for its multistep schedulers
+      (starts at T - 1; N <= T - 1, since N = T would repeat a timestep).
+    "leading": the DDIM paper's range(0, T, T // N) reversed, its first N entries (diffusers' "leading" with
+      steps_offset 0): T // N, ..., 0 times (N - 1) .. 0.
+    "trailing": round(T - k T / N) - 1, k = 0 .. N - 1 (Lin et al. 2024, table 2): starts at T - 1.
+    "karras": Karras et al. 2022 eq. 5, sigma_k = (sigma_max^(1/rho) + k / (N - 1) (sigma_min^(1/rho) -
+      sigma_max^(1/rho)))^rho with rho = 7, between the schedule's smallest and largest
+      sigma = sqrt((1 - abar) / abar) (so it starts at T - 1 and ends at 0); each sigma_k is snapped to the
+      timestep nearest in log sigma. Where neighbours snap to the same timestep (many steps crowd the low-noise
+      end), the levels are spread to exactly N distinct ones: from the end up, each is raised to at least one
+      above the next (the last stays the snapped one, t = 0), then from the start down each is lowered to at
+      most one below the previous (the first at most T - 1).
+
+    linspace, leading and trailing depend only on T; karras reads the schedule's values, so it needs a concrete
+    Schedule (call it outside jit). Raises ValueError for num_steps outside [1, T] or an unknown spacing.
+    """
+    if spacing not in SPACINGS:
+        raise ValueError(f"Unknown timestep spacing {spacing!r}; accepted: {', '.join(SPACINGS)}.")
+    T = sched.num_timesteps
+    if not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
+        raise ValueError(f"num_steps must be an integer in [1, {T}] (the schedule's T), got {num_steps!r}.")
+    n = int(num_steps)
+    if spacing == "linspace":
+        ts = np.round(np.linspace(0, T - 1, n + 1))[::-1][:-1]
+        if np.any(np.diff(ts) >= 0):
+            raise ValueError(
+                f"spacing 'linspace' repeats a timestep for num_steps = {n} with T = {T}: it accepts num_steps in "
+                f"[1, {T - 1}]; 'leading' and 'trailing' accept up to T."
+            )
+    elif spacing == "leading":
+        ts = (np.arange(n) * (T // n))[::-1]
+    elif spacing == "trailing":
+        ts = np.round(T - np.arange(n) * (T / n)) - 1
+    else:
+        ts = _karras_timesteps(sched, n)
+    return np.ascontiguousarray(ts).astype(np.int32)
+
+
+def _karras_timesteps(sched: Schedule, n: int) -> np.ndarray:
+    if isinstance(sched.alphas_cumprod, jax.core.Tracer):
+        raise ValueError(
+            "spacing 'karras' needs a concrete (not traced) Schedule: it reads the schedule's sigmas. Compute the "
+            "timesteps outside jit and pass them in."
+        )
+    abar = np.asarray(sched.alphas_cumprod, np.float64)
+    T = abar.shape[0]
+    with np.errstate(divide="ignore"):
+        log_sigmas = 0.5 * (np.log1p(-abar) - np.log(abar))  # log sqrt((1 - abar) / abar), increasing in t
+    if not np.all(np.isfinite(log_sigmas)):
+        raise ValueError(
+            "spacing 'karras' needs a finite largest sigma = sqrt((1 - abar) / abar); this schedule reaches "
+            "abar = 0 (zero terminal SNR). Use 'trailing', 'linspace' or 'leading'."
+        )
+    lo, hi = np.exp(log_sigmas[0] / KARRAS_RHO), np.exp(log_sigmas[-1] / KARRAS_RHO)
+    ramp = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    log_targets = KARRAS_RHO * np.log(hi + ramp * (lo - hi))
+    ts = np.abs(log_sigmas[None, :] - log_targets[:, None]).argmin(axis=1)
+    for k in range(n - 2, -1, -1):  # from the end up: at least one above the next
+        ts[k] = max(ts[k], ts[k + 1] + 1)
+    ts[0] = min(ts[0], T - 1)
+    for k in range(1, n):  # from the start down: at most one below the previous
+        ts[k] = min(ts[k], ts[k - 1] - 1)
+    return ts
+
+
+class Levels(NamedTuple):
+    """The continuous view the solvers share, at the N visited timesteps and the clean end: float32 [N + 1] each.
+
+    x_t = alpha_t x_0 + sigma_t eps (variance preserving: alpha^2 + sigma^2 = 1), lambda_t = log(alpha_t /
+    sigma_t) (half the log-SNR, Lu et al. 2022), and sigma_ve = sigma_t / alpha_t, the noise level of the
+    variance-exploding coordinates x / alpha_t (Karras et al. 2022). The last entry is t = -1: alpha 1,
+    sigma 0, lambda +inf, sigma_ve 0. Gathered from the Schedule's float64-computed tables.
+    """
+
+    t: jnp.ndarray  # int32 [N + 1], last -1
+    alpha: jnp.ndarray
+    sigma: jnp.ndarray
+    lambda_: jnp.ndarray
+    sigma_ve: jnp.ndarray
+
+
+def levels(sched: Schedule, timesteps) -> Levels:
+    """`Levels` at timesteps [N] (ints in [0, T), e.g. from `spaced_timesteps`) followed by t = -1. Works under
+    jit (the schedule and the timesteps may be traced)."""
+    t = jnp.asarray(timesteps, jnp.int32)
+
+    def with_end(table, end):
+        return jnp.concatenate([table[t], jnp.full((1,), end, jnp.float32)])
+
+    return Levels(
+        t=jnp.concatenate([t, jnp.full((1,), -1, jnp.int32)]),
+        alpha=with_end(sched.sqrt_alphas_cumprod, 1.0),
+        sigma=with_end(sched.sqrt_one_minus_alphas_cumprod, 0.0),
+        lambda_=with_end(0.5 * sched.log_snr, jnp.inf),
+        sigma_ve=with_end(sched.sqrt_recipm1_alphas_cumprod, 0.0),
+    )

@@ -24,8 +24,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from ddpm_jax import checkpoint, configs, data, losses, parallel, viz
-from ddpm_jax.diffusion import check_choice
+from ddpm_jax import checkpoint, configs, data, losses, parallel, runs, viz
+from ddpm_jax.validation import check_choice
 from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.parallel import AXIS
 
@@ -194,11 +194,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     """
     t_cfg = config.train
     # Several processes: pmap over all devices of all processes (each process feeding its local ones).
-    pmap_devices = None if devices is None and jax.process_count() > 1 else tuple(devices or jax.local_devices())
-    devices = devices or jax.local_devices()
-    lead = jax.process_index() == 0
+    pmap_devices = parallel.pmap_devices(devices)
+    devices = devices or parallel.local_devices()
+    lead = parallel.is_lead_process()
     os.makedirs(workdir, exist_ok=True)
-    checkpoint.check_or_save_config(workdir, config)
+    runs.save_or_check_config(workdir, config)
 
     pipeline_kwargs = dict(
         global_batch_size=t_cfg.batch_size, seed=config.seed, random_flip=config.data.random_flip,

@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddpm_jax import diffusion, schedules
-from ddpm_jax.sampling import Trajectory
+from ddpm_jax.data import to_uint8
+from ddpm_jax.reverse_loop import Trajectory
 
 # A schedule to draw: a name accepted by `schedules.get_betas`, or a (label, betas [T]) pair for anything else
 # (e.g. ("linear, zero terminal SNR", get_betas("linear", T, zero_terminal_snr=True))).
@@ -62,25 +63,6 @@ def _prepare_path(path) -> Path:
 
 
 # ---------------------------------------------------------------- grids
-
-
-def to_uint8(images) -> np.ndarray:
-    """Float images in [-1, 1] -> uint8 in [0, 255], any shape.
-
-    The map is round((x + 1) * 127.5) with numpy's round-half-to-even, after clipping to [-1, 1]: -1 -> 0,
-    1 -> 255, 0 -> 127.5 -> 128. A uint8 array is returned unchanged (already converted). Raises ValueError
-    for other integer or boolean dtypes (ambiguous range) and for NaN or infinite values (a diverged sample
-    should be noticed, not drawn as black).
-    """
-    arr = np.asarray(images)
-    if arr.dtype == np.uint8:
-        return arr
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise ValueError(f"to_uint8 expects float images in [-1, 1] (or uint8), got dtype {arr.dtype}.")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"to_uint8 got {int(np.sum(~np.isfinite(arr)))} non-finite values (NaN or inf).")
-    scaled = np.round((np.clip(arr.astype(np.float64), -1.0, 1.0) + 1.0) * 127.5)
-    return scaled.astype(np.uint8)
 
 
 def make_grid(images, nrow: int | None = None, padding: int = 1, pad_value: float = 1.0) -> np.ndarray:
@@ -398,7 +380,6 @@ def plot_schedules(
 
 
 __all__ = [
-    "to_uint8",
     "make_grid",
     "save_png",
     "save_grid",

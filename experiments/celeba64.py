@@ -9,12 +9,13 @@ Needs tfds' celeb_a prepared (manual download).
 """
 
 from ddpm_jax.configs import base_config
+from ddpm_jax.models import unet
 
 
 def get_config():
     config = base_config()
     config.data.source = "celeb_a"
-    config.model.ch_mult = (1, 2, 2, 2, 4)
+    config.model.update(unet.PRESETS["ddim_celeba64"])
     config.train.num_steps = 500_000
     config.sample.num_steps = 100
     return config

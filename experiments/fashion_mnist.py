@@ -7,13 +7,13 @@ Garments are mirror-symmetric (flips on) and carry more texture than digits: ch 
 """
 
 from ddpm_jax.configs import base_config
+from ddpm_jax.models import unet
 
 
 def get_config():
     config = base_config()
     config.data.update(source="fashion_mnist", random_flip=True)
-    config.model.update(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), dropout=0.1,
-                        norm_groups=16, scale_shift_norm=True)
+    config.model.update(unet.PRESETS["fashion_mnist"])
     config.train.update(num_steps=40_000, batch_size=128, learning_rate=5e-4, lr_schedule="cosine",
                         warmup_steps=500, ema_decay=0.9995, ema_warmup=True, checkpoint_every=2000,
                         sample_every=5000)

@@ -9,12 +9,12 @@ sec. 3); sampling with 100 DDIM or respaced steps keeps FID near 4 (fig. 8).
 """
 
 from ddpm_jax.configs import base_config
+from ddpm_jax.models import unet
 
 
 def get_config():
     config = base_config()
-    config.model.update(num_res_blocks=3, attn_resolutions=(16, 8), num_heads=4, scale_shift_norm=True,
-                        dropout=0.3)
+    config.model.update(unet.PRESETS["improved_cifar10"])
     config.diffusion.update(schedule="cosine", num_timesteps=4000, variance="learned_range", loss_type="hybrid")
     config.train.update(learning_rate=1e-4, warmup_steps=0, num_steps=500_000)
     config.sample.num_steps = 100

@@ -10,13 +10,13 @@ On a GPU, 20k steps give sharp digits; on a 2-core CPU expect ~15 images/s per c
 """
 
 from ddpm_jax.configs import base_config
+from ddpm_jax.models import unet
 
 
 def get_config():
     config = base_config()
     config.data.update(source="mnist", random_flip=False)
-    config.model.update(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0,
-                        norm_groups=8, scale_shift_norm=True)
+    config.model.update(unet.PRESETS["mnist"])
     config.train.update(num_steps=20_000, batch_size=128, learning_rate=1e-3, lr_schedule="cosine",
                         warmup_steps=200, ema_decay=0.999, ema_warmup=True, log_every=100,
                         checkpoint_every=1000, sample_every=2000)

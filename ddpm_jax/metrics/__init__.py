@@ -27,7 +27,6 @@ from ddpm_jax.metrics.inception import (
     init_fid_inception,
     load_fid_inception_params,
     preprocess,
-    quantize,
 )
 from ddpm_jax.metrics.inception_score import inception_score
 from ddpm_jax.metrics.kid import kid, mmd2_unbiased
@@ -37,6 +36,6 @@ __all__ = [
     "FeatureNetwork", "dataset_statistics", "extract_features", "iterate_images",
     "RunningStats", "frechet_distance", "load_stats", "trace_sqrt_product",
     "FID_INCEPTION_NAME", "FIDInceptionV3", "export_fid_inception_params", "fid_inception_params_from_state_dict",
-    "inception_feature_network", "init_fid_inception", "load_fid_inception_params", "preprocess", "quantize",
+    "inception_feature_network", "init_fid_inception", "load_fid_inception_params", "preprocess",
     "inception_score", "kid", "mmd2_unbiased", "knn_radii", "precision_recall",
 ]

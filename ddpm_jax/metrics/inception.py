@@ -63,10 +63,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddpm_jax.data import to_uint8
 from ddpm_jax.metrics.feature_network import FeatureNetwork
 
 __all__ = [
-    "FID_INCEPTION_NAME", "FIDInceptionV3", "preprocess", "quantize", "load_fid_inception_params",
+    "FID_INCEPTION_NAME", "FIDInceptionV3", "preprocess", "load_fid_inception_params",
     "fid_inception_params_from_state_dict", "export_fid_inception_params", "expected_state_dict_shapes",
     "inception_feature_network", "init_fid_inception", "MIN_INPUT_SIZE", "INPUT_SIZE",
 ]
@@ -267,12 +268,6 @@ class FIDInceptionV3(nn.Module):
 # ----------------------------------------------------------------------------------------------- inputs
 
 
-def quantize(images: Any) -> jax.Array:
-    """Float images in [-1, 1] -> the uint8 values a PNG of them would hold: round((x + 1) * 127.5), clipped."""
-    x = jnp.asarray(images, jnp.float32)
-    return jnp.clip(jnp.round((x + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
-
-
 def preprocess(images: Any, *, input_range: str = "[-1,1]", quantize_input: bool = True,
                size: int | None = INPUT_SIZE) -> jax.Array:
     """Images [B, H, W, C] -> the FID Inception's input [B, size, size, 3] float32 in [-1, 1], as pytorch-fid.
@@ -296,7 +291,7 @@ def preprocess(images: Any, *, input_range: str = "[-1,1]", quantize_input: bool
         x = images.astype(jnp.float32)
         if input_range == "[0,1]":
             x = 2.0 * x - 1.0
-        x01 = quantize(x).astype(jnp.float32) / 255.0 if quantize_input else (x + 1.0) / 2.0
+        x01 = to_uint8(x).astype(jnp.float32) / 255.0 if quantize_input else (x + 1.0) / 2.0
     else:
         raise ValueError(f"images must be uint8 or float, got dtype {images.dtype}.")
     if x01.shape[-1] == 1:

@@ -1,0 +1,85 @@
+"""Sample-quality metrics of generated images against a reference set: FID, IS, KID, precision/recall.
+
+Feature networks (`resolve_feature_network`): "classifier:DIR" (a classifier trained with `python -m ddpm_jax
+train-classifier`, named "classifier:<dataset>:<params hash>", see `ddpm_jax.classifier`), "inception:WEIGHTS.npz"
+(the FID Inception, `metrics.load_fid_inception_params`), or a `metrics.FeatureNetwork`. Every report names the
+network; FIDs from different networks do not compare. Samples are quantized to the dataset's pixel grid
+(`quantize_to_grid`) before the network sees them, as images saved in the dataset's format would be.
+
+Metrics: FID (no std), IS (mean and std over min(10, n) splits), KID (mean and std over 100 subsets of
+min(1000, n_fake, n_real)), precision and recall (k = 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+
+from ddpm_jax import data, metrics
+
+KID_SUBSET_SIZE = 1000
+KID_NUM_SUBSETS = 100
+IS_SPLITS = 10
+PR_K = 3
+
+
+def resolve_feature_network(spec: str | metrics.FeatureNetwork | None) -> metrics.FeatureNetwork | None:
+    """"classifier:DIR" | "inception:WEIGHTS.npz" | a FeatureNetwork | None -> FeatureNetwork or None."""
+    if spec is None or isinstance(spec, metrics.FeatureNetwork):
+        return spec
+    kind, sep, arg = str(spec).partition(":")
+    if sep and arg and kind == "classifier":
+        from ddpm_jax import classifier
+
+        return classifier.feature_network(arg)
+    if sep and arg and kind == "inception":
+        if not os.path.exists(arg):
+            raise FileNotFoundError(f"FID Inception weights {arg!r} not found (see ddpm_jax/metrics/inception.py "
+                                    "for how to make the .npz).")
+        return metrics.inception_feature_network(metrics.load_fid_inception_params(arg))
+    raise ValueError(f"unknown feature network {spec!r}; accepted: 'classifier:DIR' (a directory made by "
+                     "python -m ddpm_jax train-classifier) or 'inception:WEIGHTS.npz' (FID Inception weights).")
+
+
+def quantize_to_grid(images: np.ndarray, max_value: int) -> np.ndarray:
+    """Float images in [-1, 1] -> the nearest of the dataset's max_value + 1 levels, back in [-1, 1]."""
+    return data.to_float(data.to_uint8(np.asarray(images, np.float32), max_value), max_value)
+
+
+def sample_features(network: metrics.FeatureNetwork, samples: np.ndarray, max_value: int,
+                    batch_size: int = 1000) -> dict:
+    """{"features" [N, D], "logits" [N, K]} of samples [N, H, W, C] in [-1, 1], quantized to the dataset's grid."""
+    images = quantize_to_grid(samples, max_value)
+    return metrics.extract_features(network, (images[i:i + batch_size] for i in range(0, len(images), batch_size)))
+
+
+def sample_metrics(real_stats: metrics.RunningStats, real_features: np.ndarray, fake: dict) -> tuple[dict, dict]:
+    """(metrics, settings): FID, IS (+ std), KID (+ std), precision, recall of fake {"features" [n, D], "logits"
+    [n, K]} against the reference statistics and features."""
+    f = fake["features"]
+    n = f.shape[0]
+    fake_stats = metrics.RunningStats(real_stats.feature_network)
+    fake_stats.update(f)
+    out = dict(fid=metrics.frechet_distance(real_stats.mean(), real_stats.cov(), fake_stats.mean(), fake_stats.cov()))
+    splits = min(IS_SPLITS, n)
+    out["is"], out["is_std"] = metrics.inception_score(fake["logits"], splits=splits)
+    subset = min(KID_SUBSET_SIZE, n, real_features.shape[0])
+    out["kid"], out["kid_std"] = metrics.kid(real_features, f, num_subsets=KID_NUM_SUBSETS, subset_size=subset)
+    out["precision"], out["recall"] = metrics.precision_recall(real_features, f, k=PR_K)
+    settings = dict(is_splits=splits, kid_subset_size=subset, kid_num_subsets=KID_NUM_SUBSETS, pr_k=PR_K,
+                    num_classes=int(fake["logits"].shape[1]))
+    return out, settings
+
+
+def check_classifier_dataset(spec, source: str) -> None:
+    """Warn when a classifier was trained on another data source than the run's (the shapes are checked by the
+    network itself)."""
+    if isinstance(spec, str) and spec.startswith("classifier:"):
+        with open(os.path.join(spec.partition(":")[2], "classifier.json")) as f:
+            trained_on = json.load(f)["dataset"]
+        if trained_on != source:
+            print(f"warning: the classifier was trained on {trained_on!r}, the run's data is {source!r}.",
+                  file=sys.stderr)

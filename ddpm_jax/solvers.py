@@ -1,0 +1,343 @@
+"""Fast ODE and SDE solvers of the reverse process, each ONE compiled `lax.scan` over the visited levels.
+
+Notation (Lu et al. 2022, "DPM-Solver++", sec. 2): x_t = alpha_t x_0 + sigma_t eps with alpha_t^2 + sigma_t^2 = 1
+(the variance-preserving coordinates of `diffusion.q_sample`), lambda_t = log(alpha_t / sigma_t) (half the
+log-SNR), and the data prediction D(x_t, t), the model's x_0 prediction (eps, x0 and v models are converted by
+`diffusion.x0_and_eps`). All of them are gathered once into `schedules.Levels` at the visited timesteps t_0 > ...
+> t_{N-1} and at the clean end t_N = -1 (alpha 1, sigma 0, lambda +inf): no solver derives them itself. Step i goes
+from level i to level i + 1, and h_i = lambda_{i+1} - lambda_i.
+
+- "euler", "heun": Karras et al. 2022 ("EDM"), alg. 2 with S_churn = 0 (= alg. 1 with sigma(t) = t, s(t) = 1),
+  as k-diffusion's `sample_euler` / `sample_heun`. They work in the variance-exploding coordinates y = x / alpha
+  with noise level sigma_ve = sigma / alpha, where the probability-flow ODE is dy/dsigma_ve = (y - D) / sigma_ve
+  (EDM eq. 3 with eq. 1). Euler is first order, and equals DDIM with eta = 0 (Song et al. 2021, eq. 12).
+  Heun averages the slope with a second one at the next level (alg. 1, lines 6-8): second order, 2 model
+  evaluations per step, except the last step to sigma_ve = 0, which is an Euler step (alg. 1, line 5 and 8).
+- "dpm++2m", "dpm++3m": DPM-Solver++(2M) (Lu et al. 2022, alg. 2) and its third-order multistep sibling, as
+  diffusers' `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2 or 3)` with its defaults
+  (solver_type "midpoint", lower_order_final, final_sigmas_type "zero"). The first-order step is DDIM:
+  x_{i+1} = (sigma_{i+1} / sigma_i) x_i - alpha_{i+1} (e^{-h_i} - 1) D_i. Orders warm up from 1 (step 0: 1,
+  step 1: at most 2), the last step (to sigma = 0) is first order, and, as diffusers does for N < 15 steps
+  only, the one before it is at most second order.
+- "dpm++2m-sde": SDE-DPM-Solver++(2M), diffusers' `algorithm_type="sde-dpmsolver++"` with solver_order 2:
+  x_{i+1} = (sigma_{i+1} / sigma_i) e^{-h_i} x_i + alpha_{i+1} (1 - e^{-2 h_i}) D
+  + sigma_{i+1} sqrt(1 - e^{-2 h_i}) z_i, D the same (midpoint) combination of D_i, D_{i-1} as in 2M.
+- "unipc": UniPC (Zhao et al. 2023) as diffusers' `UniPCMultistepScheduler` defaults: B(h) = e^h - 1 ("bh2"),
+  data prediction, order 2. Each step first corrects the state the model was just evaluated at (UniC, with
+  that new evaluation; none at step 0), then predicts the next level from the corrected state (UniP-2, which
+  equals DPM-Solver++(2M)'s step; first order at step 0 and at the last step). The model is evaluated at the
+  uncorrected states, which are what a `Trajectory` shows. The last predictor step to sigma = 0 returns D at the
+  last visited level whatever the correction, and no corrector follows it.
+
+Every solver's last step goes from the last visited level to sigma = 0 as a first-order step, which returns the
+data prediction D(x, t_{N-1}). The model is only ever called as model_fn(x_t, t) at the visited int32 timesteps
+(Heun's second evaluation is at the next visited level), so no solver needs a level between two timesteps.
+
+Randomness as in `sampling`: sample i of a call draws from fold_in(rng, first_index + i), its x_T from
+fold_in(that, T) and the SDE's step noise z_i from fold_in(that, t_i). Pass `model_fn` as a
+`jax.tree_util.Partial` (`functional.bind`) so a solver compiles once per shape and setting, whatever the params.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ddpm_jax import diffusion, functional
+from ddpm_jax.diffusion import PREDICTIONS
+from ddpm_jax.keys import example_keys
+from ddpm_jax.reverse_loop import initial_noise, per_sample_normal, reverse_loop
+from ddpm_jax.schedules import Levels, Schedule, levels
+from ddpm_jax.validation import check_choice
+
+SOLVERS = ("euler", "heun", "dpm++2m", "dpm++3m", "dpm++2m-sde", "unipc")
+STOCHASTIC = ("dpm++2m-sde",)
+DEFAULT_SPACING = {
+    "euler": "karras", "heun": "karras", "dpm++2m": "linspace", "dpm++3m": "linspace",
+    "dpm++2m-sde": "linspace", "unipc": "linspace",
+}
+DIFFUSERS_LOWER_ORDER_BELOW = 15  # diffusers' lower_order_final lowers the second-to-last step only for N < 15
+
+
+def nfe(solver: str, num_steps: int) -> int:
+    """Model evaluations of `solver` over num_steps levels: 2N - 1 for Heun (none at sigma = 0), else N."""
+    check_choice("solver", solver, SOLVERS)
+    return 2 * num_steps - 1 if solver == "heun" else num_steps
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def _denoiser(model_fn, sched: Schedule, lv: Levels, prediction: str, clip_denoised: bool):
+    """D(x, i): the model's x_0 prediction at visited level i, x in VP coordinates [B, ...]."""
+
+    def denoise(x, i):
+        t = jnp.full((x.shape[0],), lv.t[i], jnp.int32)
+        pred = diffusion.prediction_channels(model_fn(x, t), x)
+        return diffusion.x0_and_eps(sched, pred, x, t, prediction, clip_denoised)[0]
+
+    return denoise
+
+
+def _ve_slope(y, x0, sigma_ve):
+    """The probability-flow ODE dy/dsigma_ve = (y - D) / sigma_ve in VE coordinates (k-diffusion's to_d)."""
+    return (y - x0) / sigma_ve
+
+
+def _dpm_orders(num_steps: int, solver_order: int) -> np.ndarray:
+    """Per-step order of diffusers' DPMSolverMultistepScheduler.step (lower_order_final, final sigma zero)."""
+    n = num_steps
+    orders = np.full((n,), solver_order, np.int32)
+    for i in range(n):
+        if i == 0 or i == n - 1:  # warm-up; the last step (to sigma = 0) is always first order
+            orders[i] = 1
+        elif i == 1 or (i == n - 2 and n < DIFFUSERS_LOWER_ORDER_BELOW):
+            orders[i] = min(solver_order, 2)
+    return orders
+
+
+def _unipc_orders(num_steps: int):
+    """(predictor, corrector) order per step of diffusers' UniPCMultistepScheduler(solver_order=2): the
+    predictor min(2, N - i, i + 1); the corrector at step i has the previous predictor's order (0: none)."""
+    i = np.arange(num_steps)
+    predictor = np.minimum(np.minimum(2, num_steps - i), i + 1).astype(np.int32)
+    return predictor, np.concatenate([[0], predictor[:-1]]).astype(np.int32)
+
+
+# ---------------------------------------------------------------- the solvers
+
+
+def _euler(denoise, lv, x_T, ts, draw, trajectory_steps):
+    """EDM alg. 2 with S_churn = 0, first order: y' = y + (y - D) / sigma_ve (sigma_ve' - sigma_ve)."""
+
+    def step(x, i):
+        x0 = denoise(x, i)
+        y = x / lv.alpha[i]
+        y_next = y + _ve_slope(y, x0, lv.sigma_ve[i]) * (lv.sigma_ve[i + 1] - lv.sigma_ve[i])
+        return lv.alpha[i + 1] * y_next, x0
+
+    return reverse_loop(step, x_T, ts, trajectory_steps)
+
+
+def _heun(denoise, lv, x_T, ts, draw, trajectory_steps):
+    """EDM alg. 1: the Euler step, then the trapezoid of its slope and the slope at its end (not to sigma = 0)."""
+
+    def step(x, i):
+        s, s_next = lv.sigma_ve[i], lv.sigma_ve[i + 1]
+        x0 = denoise(x, i)
+        y = x / lv.alpha[i]
+        d = _ve_slope(y, x0, s)
+        y_euler = y + d * (s_next - s)
+
+        def correct(_):
+            d_next = _ve_slope(y_euler, denoise(lv.alpha[i + 1] * y_euler, i + 1), s_next)
+            return y + 0.5 * (d + d_next) * (s_next - s)
+
+        y_next = jax.lax.cond(s_next > 0, correct, lambda _: y_euler, None)
+        return lv.alpha[i + 1] * y_next, x0
+
+    return reverse_loop(step, x_T, ts, trajectory_steps)
+
+
+def _dpmpp_multistep(denoise, lv, x_T, ts, draw, trajectory_steps, solver_order):
+    """DPM-Solver++(2M) / (3M) (Lu et al. 2022, alg. 2 and diffusers' third-order update); history D_{i-1}, D_{i-2}."""
+    orders = jnp.asarray(_dpm_orders(len(ts), solver_order))
+
+    def step(x, i, history):
+        m1, m2 = history
+        m0 = denoise(x, i)
+        ratio, a = lv.sigma[i + 1] / lv.sigma[i], lv.alpha[i + 1]
+        h = lv.lambda_[i + 1] - lv.lambda_[i]
+        phi = jnp.expm1(-h)
+
+        def first(_):
+            return ratio * x - a * phi * m0
+
+        def second(_):  # midpoint: D = D_i + (D_i - D_{i-1}) / (2 r0)
+            r0 = (lv.lambda_[i] - lv.lambda_[i - 1]) / h
+            return ratio * x - a * phi * (m0 + (0.5 / r0) * (m0 - m1))
+
+        def third(_):
+            r0, r1 = (lv.lambda_[i] - lv.lambda_[i - 1]) / h, (lv.lambda_[i - 1] - lv.lambda_[i - 2]) / h
+            d1_0, d1_1 = (m0 - m1) / r0, (m1 - m2) / r1
+            d1 = d1_0 + (r0 / (r0 + r1)) * (d1_0 - d1_1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            return ratio * x - a * phi * m0 + a * (phi / h + 1.0) * d1 - a * ((phi + h) / h**2 - 0.5) * d2
+
+        x_next = jax.lax.switch(orders[i] - 1, [first, second, third][:solver_order], None)
+        return x_next, m0, (m0, m1)
+
+    return reverse_loop(step, x_T, ts, trajectory_steps, history=(jnp.zeros_like(x_T), jnp.zeros_like(x_T)))
+
+
+def _dpmpp_2m_sde(denoise, lv, x_T, ts, draw, trajectory_steps):
+    """SDE-DPM-Solver++(2M) (diffusers' sde-dpmsolver++, midpoint): the 2M data combination, e^{-h} damping, noise."""
+    orders = jnp.asarray(_dpm_orders(len(ts), 2))
+
+    def step(x, i, m1):
+        m0 = denoise(x, i)
+        h = lv.lambda_[i + 1] - lv.lambda_[i]
+        half_over_r0 = jnp.where(orders[i] == 2, 0.5 * h / (lv.lambda_[i] - lv.lambda_[i - 1]), 0.0)
+        d = m0 + half_over_r0 * (m0 - m1)
+        x_next = (
+            (lv.sigma[i + 1] / lv.sigma[i] * jnp.exp(-h)) * x
+            - (lv.alpha[i + 1] * jnp.expm1(-2.0 * h)) * d
+            + lv.sigma[i + 1] * jnp.sqrt(-jnp.expm1(-2.0 * h)) * draw(i)
+        )
+        return x_next, m0, m0
+
+    return reverse_loop(step, x_T, ts, trajectory_steps, history=jnp.zeros_like(x_T))
+
+
+def _unipc(denoise, lv, x_T, ts, draw, trajectory_steps):
+    """UniPC-2 with B(h) = e^h - 1 (bh2), data prediction: UniC at the new level, then UniP to the next one."""
+    predictor, corrector = (jnp.asarray(o) for o in _unipc_orders(len(ts)))
+
+    def step(x, i, history):
+        x_last, m1, m2 = history  # the corrected state at level i - 1, D_{i-1}, D_{i-2}
+        m0 = denoise(x, i)
+
+        # UniC: redo the step from level i - 1 to i with D_i (hh = -h, phi = B(h) = e^{hh} - 1).
+        hh = lv.lambda_[i - 1] - lv.lambda_[i]
+        phi = jnp.expm1(hh)
+        x_base = lv.sigma[i] / lv.sigma[i - 1] * x_last - lv.alpha[i] * phi * m1
+
+        def no_correction(_):
+            return x
+
+        def correct_1(_):
+            return x_base - lv.alpha[i] * phi * (0.5 * (m0 - m1))
+
+        def correct_2(_):
+            rk = (lv.lambda_[i - 2] - lv.lambda_[i - 1]) / -hh
+            b1 = (phi / hh - 1.0) / phi
+            b2 = 2.0 * ((phi / hh - 1.0) / hh - 0.5) / phi
+            rho0, rho1 = (b1 - b2) / (1.0 - rk), (b2 - rk * b1) / (1.0 - rk)  # [[1, 1], [rk, 1]] rho = b
+            return x_base - lv.alpha[i] * phi * (rho0 * (m2 - m1) / rk + rho1 * (m0 - m1))
+
+        x = jax.lax.switch(corrector[i], [no_correction, correct_1, correct_2], None)
+
+        # UniP: from the corrected level i to level i + 1.
+        h = lv.lambda_[i + 1] - lv.lambda_[i]
+        phi = jnp.expm1(-h)
+        x_first = lv.sigma[i + 1] / lv.sigma[i] * x - lv.alpha[i + 1] * phi * m0
+
+        def predict_2(_):
+            rk = (lv.lambda_[i - 1] - lv.lambda_[i]) / h
+            return x_first - lv.alpha[i + 1] * phi * (0.5 * (m1 - m0) / rk)
+
+        x_next = jax.lax.switch(predictor[i] - 1, [lambda _: x_first, predict_2], None)
+        return x_next, m0, (x, m0, m1)
+
+    zeros = jnp.zeros_like(x_T)
+    return reverse_loop(step, x_T, ts, trajectory_steps, history=(zeros, zeros, zeros))
+
+
+_SOLVER_FNS = {
+    "euler": _euler,
+    "heun": _heun,
+    "dpm++2m": functools.partial(_dpmpp_multistep, solver_order=2),
+    "dpm++3m": functools.partial(_dpmpp_multistep, solver_order=3),
+    "dpm++2m-sde": _dpmpp_2m_sde,
+    "unipc": _unipc,
+}
+
+
+# ---------------------------------------------------------------- public entry
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("shape", "solver", "timesteps", "prediction", "clip_denoised", "trajectory_steps"),
+)
+def _solve(
+    model_fn, sched, rng, x_T, first_index, noise, shape, solver, timesteps, prediction, clip_denoised,
+    trajectory_steps,
+):
+    ts = np.asarray(timesteps, np.int32)
+    keys = example_keys(rng, shape[0], first_index)
+    lv = levels(sched, ts)
+
+    def draw(i):
+        return per_sample_normal(keys, lv.t[i], shape) if noise is None else noise[i]
+
+    denoise = _denoiser(model_fn, sched, lv, prediction, clip_denoised)
+    x_init = initial_noise(keys, x_T, shape, sched.num_timesteps)
+    return _SOLVER_FNS[solver](denoise, lv, x_init, ts, draw, trajectory_steps)
+
+
+def check_timesteps(timesteps, num_timesteps: int) -> np.ndarray:
+    """`timesteps` as int32 numpy [N] if they are concrete ints, distinct, decreasing and in [0, T); else ValueError."""
+    if isinstance(timesteps, jax.core.Tracer):
+        raise ValueError("timesteps must be concrete (they are static): compute them outside jit.")
+    ts = np.asarray(timesteps)
+    if ts.ndim != 1 or ts.size == 0 or not np.issubdtype(ts.dtype, np.integer):
+        raise ValueError(
+            "timesteps must be a non-empty 1-D sequence of ints, noisiest first (e.g. "
+            f"schedules.spaced_timesteps(sched, num_steps, spacing)); got dtype {ts.dtype}, shape {ts.shape}."
+        )
+    if ts.min() < 0 or ts.max() >= num_timesteps:
+        raise ValueError(
+            f"timesteps must lie in [0, {num_timesteps}) (the schedule's T); got values from {ts.min()} to {ts.max()}."
+        )
+    if np.any(np.diff(ts) >= 0):
+        raise ValueError(f"timesteps must be strictly decreasing (distinct, noisiest first); got {ts.tolist()}.")
+    return ts.astype(np.int32)
+
+
+def solve(
+    model_fn: Callable,
+    sched: Schedule,
+    rng,
+    shape,
+    *,
+    solver: str,
+    timesteps,
+    prediction: str = "eps",
+    clip_denoised: bool = False,
+    x_T=None,
+    first_index: int = 0,
+    trajectory_steps: int = 0,
+    noise=None,
+):
+    """Sample with `solver` over `timesteps`, then a last step to t = -1 (alpha_bar = 1).
+
+    Args:
+      model_fn: model_fn(x_t [B, ...], t int32 [B]) -> eps, x0 or v [B, ...] (or 2C channels: the learned
+        variance half is ignored). Pass a Partial over its params (`functional.bind`) to compile once.
+      shape: (B, ...) of the samples: images [B, H, W, C] or vectors [B, D].
+      solver: one of SOLVERS.
+      timesteps: the N visited timesteps, ints strictly decreasing in [0, T), e.g.
+        `schedules.spaced_timesteps(sched, N, DEFAULT_SPACING[solver])`; each (N, values) compiles once.
+      prediction: what the model outputs: "eps", "x0" or "v".
+      clip_denoised: clip the x_0 prediction to [-1, 1].
+      x_T: the state [B, ...] at timesteps[0] in VP coordinates (as `q_sample`); drawn per sample if None.
+      first_index: global index of sample 0 (its randomness is fold_in(rng, first_index + i)).
+      trajectory_steps: K > 0 also returns a `Trajectory` of K evenly spaced steps (the model's inputs x_t and
+        its x_0 predictions at the visited timesteps; K = N keeps every step).
+      noise: dpm++2m-sde only: use noise[i] [B, ...] as step i's standard normal z_i instead of drawing it
+        ([N, B, ...]; e.g. to replay another implementation's noise).
+    Returns:
+      x_0 float32 [B, ...], or (x_0, Trajectory) when trajectory_steps > 0.
+    """
+    check_choice("solver", solver, SOLVERS)
+    check_choice("prediction", prediction, PREDICTIONS)
+    ts = check_timesteps(timesteps, sched.num_timesteps)
+    shape = tuple(int(d) for d in shape)
+    if noise is not None:
+        if solver not in STOCHASTIC:
+            raise ValueError(
+                f"noise is only used by the stochastic solvers ({', '.join(STOCHASTIC)}); solver is {solver!r}."
+            )
+        noise = jnp.asarray(noise, jnp.float32)
+        if noise.shape != (len(ts),) + shape:
+            raise ValueError(f"noise has shape {noise.shape}; expected {(len(ts),) + shape} (one draw per step).")
+    x, trajectory = _solve(
+        functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), noise, shape, solver,
+        tuple(int(t) for t in ts), prediction, bool(clip_denoised), int(trajectory_steps),
+    )
+    return (x, trajectory) if trajectory_steps else x
