@@ -37,11 +37,13 @@ def initial_noise(keys, x_T, shape, num_timesteps):
     return x_T.astype(jnp.float32)
 
 
-def reverse_loop(step_fn, x_init, ts, trajectory_steps: int, history=None):
+def reverse_loop(step_fn, x_init, ts, trajectory_steps: int, history=None, project=None):
     """Run step_fn(x, i) -> (x_next, pred_x0) over loop indices i in one `lax.scan`.
 
     With `history` (any pytree: a multistep solver's past model outputs, say), the step is
     step_fn(x, i, history) -> (x_next, pred_x0, history_next) and the history rides in the scan carry.
+    `project(x_next, i) -> x_next`, if given, is applied after every step (inpainting: the known pixels
+    replaced by the data noised to the new level; see `known_pixels`).
     Returns (x_final, Trajectory or None); the trajectory keeps the input x and pred_x0 at `trajectory_steps`
     evenly spaced loop indices (the first and the last included).
     """
@@ -61,6 +63,8 @@ def reverse_loop(step_fn, x_init, ts, trajectory_steps: int, history=None):
             x_next, pred_x0 = step_fn(x, i)
         else:
             x_next, pred_x0, hist = step_fn(x, i, hist)
+        if project is not None:
+            x_next = project(x_next, i)
         if trajectory_steps:
             bufs = jax.lax.cond(
                 slot >= 0,
@@ -74,3 +78,21 @@ def reverse_loop(step_fn, x_init, ts, trajectory_steps: int, history=None):
     if not trajectory_steps:
         return x, None
     return x, Trajectory(x_t=bufs[0], pred_x0=bufs[1], t=jnp.asarray(ts[slots >= 0]))
+
+
+def known_pixels(known, keys, alpha, sigma, num_timesteps: int):
+    """project(x_next, i) for inpainting: x_next where mask = 1, elsewhere the known image noised to level i + 1.
+
+    known: (images [B, ...] in [-1, 1], mask [B, ...] or broadcastable, 1 = generate, 0 = keep). alpha, sigma
+    [N + 1]: sqrt(alpha_bar) and sqrt(1 - alpha_bar) of the levels a sampler steps through (level i + 1 is where
+    step i lands; the last is the clean end, alpha 1 and sigma 0, so the known pixels come back exactly). The
+    noise of sample i at level i + 1 is drawn from fold_in(keys[i], T + 1 + i), apart from the sampler's own draws.
+    """
+    images, mask = known
+
+    def project(x_next, i):
+        z = per_sample_normal(keys, num_timesteps + 1 + i, x_next.shape)
+        noised = alpha[i + 1] * images + sigma[i + 1] * z
+        return mask * x_next + (1.0 - mask) * noised
+
+    return project

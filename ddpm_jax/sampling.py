@@ -21,7 +21,8 @@ from jax.tree_util import Partial
 from ddpm_jax import diffusion, functional, parallel, schedules, solvers
 from ddpm_jax.keys import example_keys
 from ddpm_jax.diffusion import PREDICTIONS, VARIANCES
-from ddpm_jax.reverse_loop import Trajectory, initial_noise, per_sample_normal, reverse_loop  # noqa: F401 (sampling.Trajectory)
+from ddpm_jax.reverse_loop import (Trajectory, initial_noise, known_pixels, per_sample_normal,  # noqa: F401
+                                   reverse_loop)  # Trajectory: public as sampling.Trajectory
 from ddpm_jax.validation import check_choice
 from ddpm_jax.schedules import Schedule
 
@@ -31,10 +32,10 @@ DEFAULT_NUM_STEPS = dict({"ddim": 50}, **{name: 20 for name in solvers.SOLVERS})
 
 
 def sampler_timesteps(sched: Schedule, sampler: str, num_steps: int | None = None,
-                      spacing: str | None = None) -> tuple[int, ...] | None:
+                      spacing: str | None = None) -> tuple[int, ...]:
     """The timesteps `sampler` visits, noisiest first, before its last step to alpha_bar = 1 (t = -1).
 
-    None for "ancestral", which visits all T. num_steps None: DEFAULT_NUM_STEPS; spacing None: the sampler's own
+    All T, from T - 1 to 0, for "ancestral". num_steps None: DEFAULT_NUM_STEPS; spacing None: the sampler's own
     default ("leading" for DDIM, `solvers.DEFAULT_SPACING` for the solvers). Needs a concrete Schedule.
     """
     check_choice("sampler", sampler, SAMPLERS)
@@ -45,9 +46,22 @@ def sampler_timesteps(sched: Schedule, sampler: str, num_steps: int | None = Non
             raise ValueError(f"ancestral sampling visits all T = {sched.num_timesteps} timesteps: it takes no "
                              f"num_steps or spacing (got {num_steps}, {spacing}); use 'ddim' with eta=1 for "
                              "ancestral-like sampling over fewer steps.")
-        return None
+        return tuple(range(sched.num_timesteps - 1, -1, -1))
     num_steps, spacing = step_defaults(sampler, num_steps, spacing)
     return tuple(int(t) for t in schedules.spaced_timesteps(sched, num_steps, spacing))
+
+
+def check_known(known, shape):
+    """(images, mask) as float32 arrays: images of `shape`, mask broadcastable to it, values in [0, 1]."""
+    images, mask = (jnp.asarray(a, jnp.float32) for a in known)
+    if images.shape != tuple(shape):
+        raise ValueError(f"the known images have shape {images.shape}; expected the samples' {tuple(shape)}.")
+    try:
+        mask = jnp.broadcast_to(mask, images.shape)
+    except ValueError:
+        raise ValueError(f"the mask's shape {mask.shape} does not broadcast to the images' {images.shape} "
+                         "(use [B, H, W, C], [B, H, W, 1] or [H, W, 1]).") from None
+    return images, mask
 
 
 def step_defaults(sampler: str, num_steps: int | None = None, spacing: str | None = None) -> tuple[int, str]:
@@ -73,6 +87,7 @@ def sample(
     timesteps=None,
     first_index: int = 0,
     trajectory_steps: int = 0,
+    known=None,
 ):
     """Every sampler behind one entry: x_0 [B, ...] (or (x_0, Trajectory) with trajectory_steps > 0).
 
@@ -84,6 +99,7 @@ def sample(
     x_T: the state at the first visited timestep (t = T - 1 for ancestral and the linspace/trailing spacings),
       in the variance-preserving coordinates of `q_sample`; drawn per sample from fold_in(rng, first_index + i)
       if None. model_fn(x_t, t) is called with int32 t [B] at the visited timesteps only.
+    known: (images, mask) for inpainting (mask 1 = generate, 0 = keep; see `editing.inpaint`).
     """
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta is DDIM's stochasticity (0 = deterministic); sampler {sampler!r} takes none, "
@@ -92,10 +108,16 @@ def sample(
         timesteps = sampler_timesteps(sched, sampler, num_steps, spacing)
     else:
         check_choice("sampler", sampler, SAMPLERS)
+    if known is not None:
+        known = check_known(known, shape)
     common = dict(prediction=prediction, clip_denoised=clip_denoised, x_T=x_T, first_index=first_index,
-                  trajectory_steps=trajectory_steps)
+                  trajectory_steps=trajectory_steps, known=known)
     if sampler == "ancestral":
-        return ancestral_sample(model_fn, sched, rng, shape, variance=variance, **common)
+        ts = solvers.check_timesteps(timesteps, sched.num_timesteps)
+        if ts[-1] != 0 or np.any(np.diff(ts) != -1):
+            raise ValueError("ancestral sampling visits every timestep down to 0: its timesteps must be "
+                             f"consecutive, from some start to 0; got {len(ts)} from {ts[0]} to {ts[-1]}.")
+        return _ancestral_from(model_fn, sched, rng, shape, ts[0], variance=variance, **common)
     if sampler == "ddim":
         return _ddim_over(model_fn, sched, rng, shape, solvers.check_timesteps(timesteps, sched.num_timesteps),
                           eta=eta, **common)
@@ -120,13 +142,22 @@ def ddim_timesteps(num_timesteps: int, num_steps: int, spacing: str = "uniform")
 # ---------------------------------------------------------------- ancestral sampling
 
 
+def _inpainting(known, keys, sched, ts):
+    """The loop's projection onto the known pixels (None without `known`); levels: ts, then alpha_bar = 1."""
+    if known is None:
+        return None
+    lv = schedules.levels(sched, ts)
+    return known_pixels(known, keys, lv.alpha, lv.sigma, sched.num_timesteps)
+
+
 @functools.partial(
-    jax.jit, static_argnames=("shape", "prediction", "variance", "clip_denoised", "trajectory_steps")
+    jax.jit, static_argnames=("shape", "start", "prediction", "variance", "clip_denoised", "trajectory_steps")
 )
-def _ancestral(model_fn, sched, rng, x_T, first_index, shape, prediction, variance, clip_denoised, trajectory_steps):
+def _ancestral(model_fn, sched, rng, x_T, first_index, known, shape, start, prediction, variance, clip_denoised,
+               trajectory_steps):
     T = sched.num_timesteps
     keys = example_keys(rng, shape[0], first_index)
-    ts = np.arange(T - 1, -1, -1, dtype=np.int32)
+    ts = np.arange(start, -1, -1, dtype=np.int32)
 
     def step(x, i):
         t_scalar = jnp.asarray(ts)[i]
@@ -139,7 +170,8 @@ def _ancestral(model_fn, sched, rng, x_T, first_index, shape, prediction, varian
         x_prev = out["mean"] + jnp.where(t_scalar > 0, jnp.exp(0.5 * out["log_variance"]), 0.0) * noise
         return x_prev, out["pred_x0"]
 
-    return reverse_loop(step, initial_noise(keys, x_T, shape, T), ts, trajectory_steps)
+    return reverse_loop(step, initial_noise(keys, x_T, shape, T), ts, trajectory_steps,
+                        project=_inpainting(known, keys, sched, ts))
 
 
 def ancestral_sample(
@@ -166,11 +198,19 @@ def ancestral_sample(
     Returns:
       x_0 float32 [B,H,W,C], or (x_0, Trajectory) when trajectory_steps > 0.
     """
+    return _ancestral_from(model_fn, sched, rng, shape, sched.num_timesteps - 1, prediction=prediction,
+                           variance=variance, clip_denoised=clip_denoised, x_T=x_T, first_index=first_index,
+                           trajectory_steps=trajectory_steps)
+
+
+def _ancestral_from(model_fn, sched, rng, shape, start, *, prediction, variance, clip_denoised, x_T, first_index,
+                    trajectory_steps, known=None):
+    """Ancestral sampling from timestep `start` (x_T is the state there) down to t = 0."""
     check_choice("prediction", prediction, PREDICTIONS)
     check_choice("variance", variance, VARIANCES)
     x, trajectory = _ancestral(
-        functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index),
-        tuple(shape), prediction, variance, clip_denoised, trajectory_steps,
+        functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), known,
+        tuple(shape), int(start), prediction, variance, clip_denoised, trajectory_steps,
     )
     return (x, trajectory) if trajectory_steps else x
 
@@ -206,7 +246,8 @@ def ddim_step(
 @functools.partial(
     jax.jit, static_argnames=("shape", "timesteps", "prediction", "clip_denoised", "trajectory_steps"),
 )
-def _ddim(model_fn, sched, rng, x_T, first_index, eta, shape, timesteps, prediction, clip_denoised, trajectory_steps):
+def _ddim(model_fn, sched, rng, x_T, first_index, eta, known, shape, timesteps, prediction, clip_denoised,
+          trajectory_steps):
     T = sched.num_timesteps
     keys = example_keys(rng, shape[0], first_index)
     seq = np.asarray(timesteps[::-1], np.int32)  # increasing
@@ -220,7 +261,8 @@ def _ddim(model_fn, sched, rng, x_T, first_index, eta, shape, timesteps, predict
             sched, model_fn(x, t), x, t, t_prev, noise, eta, prediction=prediction, clip_denoised=clip_denoised
         )
 
-    return reverse_loop(step, initial_noise(keys, x_T, shape, T), ts, trajectory_steps)
+    return reverse_loop(step, initial_noise(keys, x_T, shape, T), ts, trajectory_steps,
+                        project=_inpainting(known, keys, sched, ts))
 
 
 def ddim_sample(
@@ -250,11 +292,11 @@ def ddim_sample(
 
 
 def _ddim_over(model_fn, sched, rng, shape, timesteps, *, eta, prediction, clip_denoised, x_T, first_index,
-               trajectory_steps):
+               trajectory_steps, known=None):
     """DDIM over decreasing `timesteps` (noisiest first), then a last step to alpha_bar = 1."""
     check_choice("prediction", prediction, PREDICTIONS)
     x, trajectory = _ddim(
-        functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), jnp.float32(eta),
+        functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), jnp.float32(eta), known,
         tuple(shape), tuple(int(t) for t in timesteps), prediction, clip_denoised, trajectory_steps,
     )
     return (x, trajectory) if trajectory_steps else x
@@ -353,6 +395,7 @@ def sample_sharded(
     per_device_batch: int | None = None,
     devices=None,
     progress: Callable[[int, int], None] | None = None,
+    clip_denoised: bool = True,
     **sampler_options,
 ):
     """Draw `num_samples` images [N, H, W, C] with `sampler` across `devices` via pmap (default: all local
@@ -362,11 +405,11 @@ def sample_sharded(
     devices. `labels` int32 [N] condition a model_fn(x_t, t, y); with `null_label` they are guided with
     `guidance_scale` (classifier-free guidance). Rounds of `per_device_batch` samples per device (default:
     all at once) bound memory; `progress(done, total)` is called after each round. `sampler_options` go to
-    `sample` (num_steps, spacing, eta, prediction, clip_denoised, variance, ...); the timesteps are chosen
-    here, once, from the concrete schedule.
+    `sample` (num_steps, spacing, eta, prediction, variance, ...); the timesteps are chosen here, once, from the
+    concrete schedule. clip_denoised defaults to True here, as in `ancestral_sample` and `ddim_sample`.
     """
-    options = dict(sampler_options)
-    if sampler != "ancestral" or "num_steps" in options or "spacing" in options:
+    options = dict(sampler_options, clip_denoised=clip_denoised)
+    if "timesteps" not in options:
         options["timesteps"] = sampler_timesteps(sched, sampler, options.pop("num_steps", None),
                                                  options.pop("spacing", None))
     if labels is not None:

@@ -196,13 +196,14 @@ KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
 
 
 def spaced_timesteps(sched: Schedule, num_steps: int, spacing: str) -> np.ndarray:
-    """The N = num_steps timesteps a sampler visits before its last step to t = -1: int32 [N], strictly
-    decreasing (noisiest first).
+    """The timesteps a sampler visits before its last step to t = -1: int32 [N] (N = num_steps, but see
+    "leading"), strictly decreasing (noisiest first).
 
     "linspace": round(linspace(0, T - 1, N + 1))[::-1][:-1], diffusers' default for its multistep schedulers
       (starts at T - 1; N <= T - 1, since N = T would repeat a timestep).
-    "leading": the DDIM paper's range(0, T, T // N) reversed, its first N entries (diffusers' "leading" with
-      steps_offset 0): T // N, ..., 0 times (N - 1) .. 0.
+    "leading": the DDIM paper's range(0, T, T // N) reversed (its code's "uniform" skip, `ddim_sample`'s
+      default): more than N levels where N does not divide T (T = 1000, N = 15: 16 levels, 990 .. 0); diffusers'
+      "leading" keeps only the N smallest.
     "trailing": round(T - k T / N) - 1, k = 0 .. N - 1 (Lin et al. 2024, table 2): starts at T - 1.
     "karras": Karras et al. 2022 eq. 5, sigma_k = (sigma_max^(1/rho) + k / (N - 1) (sigma_min^(1/rho) -
       sigma_max^(1/rho)))^rho with rho = 7, between the schedule's smallest and largest
@@ -229,7 +230,7 @@ def spaced_timesteps(sched: Schedule, num_steps: int, spacing: str) -> np.ndarra
                 f"[1, {T - 1}]; 'leading' and 'trailing' accept up to T."
             )
     elif spacing == "leading":
-        ts = (np.arange(n) * (T // n))[::-1]
+        ts = np.arange(0, T, T // n)[::-1]
     elif spacing == "trailing":
         ts = np.round(T - np.arange(n) * (T / n)) - 1
     else:

@@ -10,15 +10,18 @@ from level i to level i + 1, and h_i = lambda_{i+1} - lambda_i.
 - "euler", "heun": Karras et al. 2022 ("EDM"), alg. 2 with S_churn = 0 (= alg. 1 with sigma(t) = t, s(t) = 1),
   as k-diffusion's `sample_euler` / `sample_heun`. They work in the variance-exploding coordinates y = x / alpha
   with noise level sigma_ve = sigma / alpha, where the probability-flow ODE is dy/dsigma_ve = (y - D) / sigma_ve
-  (EDM eq. 3 with eq. 1). Euler is first order, and equals DDIM with eta = 0 (Song et al. 2021, eq. 12).
-  Heun averages the slope with a second one at the next level (alg. 1, lines 6-8): second order, 2 model
-  evaluations per step, except the last step to sigma_ve = 0, which is an Euler step (alg. 1, line 5 and 8).
+  (EDM eqs. 1 and 3). Euler is alg. 1 without its correction: first order, and equal to DDIM with eta = 0
+  (Song et al. 2021, eq. 12). Heun averages the slope with a second one at the next level (alg. 1, lines 6-8):
+  second order, 2 model evaluations per step, except the last step to sigma_ve = 0, an Euler step (lines 5-6).
 - "dpm++2m", "dpm++3m": DPM-Solver++(2M) (Lu et al. 2022, alg. 2) and its third-order multistep sibling, as
   diffusers' `DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", solver_order=2 or 3)` with its defaults
   (solver_type "midpoint", lower_order_final, final_sigmas_type "zero"). The first-order step is DDIM:
   x_{i+1} = (sigma_{i+1} / sigma_i) x_i - alpha_{i+1} (e^{-h_i} - 1) D_i. Orders warm up from 1 (step 0: 1,
   step 1: at most 2), the last step (to sigma = 0) is first order, and, as diffusers does for N < 15 steps
-  only, the one before it is at most second order.
+  only, the one before it is at most second order. Note: this third-order update (Lu et al.'s code, diffusers,
+  k-diffusion alike) estimates D2 = h^2 D'' / 2 where the Taylor term needs h^2 D'' (their singlestep
+  third-order update has the factor 2), so "dpm++3m" is asymptotically second order, with a smaller error
+  than 2M (tests/test_solvers.py measures it; docs/samplers.md).
 - "dpm++2m-sde": SDE-DPM-Solver++(2M), diffusers' `algorithm_type="sde-dpmsolver++"` with solver_order 2:
   x_{i+1} = (sigma_{i+1} / sigma_i) e^{-h_i} x_i + alpha_{i+1} (1 - e^{-2 h_i}) D
   + sigma_{i+1} sqrt(1 - e^{-2 h_i}) z_i, D the same (midpoint) combination of D_i, D_{i-1} as in 2M.
@@ -50,7 +53,7 @@ import numpy as np
 from ddpm_jax import diffusion, functional
 from ddpm_jax.diffusion import PREDICTIONS
 from ddpm_jax.keys import example_keys
-from ddpm_jax.reverse_loop import initial_noise, per_sample_normal, reverse_loop
+from ddpm_jax.reverse_loop import initial_noise, known_pixels, per_sample_normal, reverse_loop
 from ddpm_jax.schedules import Levels, Schedule, levels
 from ddpm_jax.validation import check_choice
 
@@ -111,8 +114,8 @@ def _unipc_orders(num_steps: int):
 # ---------------------------------------------------------------- the solvers
 
 
-def _euler(denoise, lv, x_T, ts, draw, trajectory_steps):
-    """EDM alg. 2 with S_churn = 0, first order: y' = y + (y - D) / sigma_ve (sigma_ve' - sigma_ve)."""
+def _euler(denoise, lv, x_T, draw, loop):
+    """EDM alg. 1 without the correction, first order: y' = y + (y - D) / sigma_ve (sigma_ve' - sigma_ve)."""
 
     def step(x, i):
         x0 = denoise(x, i)
@@ -120,10 +123,10 @@ def _euler(denoise, lv, x_T, ts, draw, trajectory_steps):
         y_next = y + _ve_slope(y, x0, lv.sigma_ve[i]) * (lv.sigma_ve[i + 1] - lv.sigma_ve[i])
         return lv.alpha[i + 1] * y_next, x0
 
-    return reverse_loop(step, x_T, ts, trajectory_steps)
+    return loop(step, x_T)
 
 
-def _heun(denoise, lv, x_T, ts, draw, trajectory_steps):
+def _heun(denoise, lv, x_T, draw, loop):
     """EDM alg. 1: the Euler step, then the trapezoid of its slope and the slope at its end (not to sigma = 0)."""
 
     def step(x, i):
@@ -140,12 +143,12 @@ def _heun(denoise, lv, x_T, ts, draw, trajectory_steps):
         y_next = jax.lax.cond(s_next > 0, correct, lambda _: y_euler, None)
         return lv.alpha[i + 1] * y_next, x0
 
-    return reverse_loop(step, x_T, ts, trajectory_steps)
+    return loop(step, x_T)
 
 
-def _dpmpp_multistep(denoise, lv, x_T, ts, draw, trajectory_steps, solver_order):
+def _dpmpp_multistep(denoise, lv, x_T, draw, loop, solver_order):
     """DPM-Solver++(2M) / (3M) (Lu et al. 2022, alg. 2 and diffusers' third-order update); history D_{i-1}, D_{i-2}."""
-    orders = jnp.asarray(_dpm_orders(len(ts), solver_order))
+    orders = jnp.asarray(_dpm_orders(lv.t.shape[0] - 1, solver_order))
 
     def step(x, i, history):
         m1, m2 = history
@@ -171,12 +174,12 @@ def _dpmpp_multistep(denoise, lv, x_T, ts, draw, trajectory_steps, solver_order)
         x_next = jax.lax.switch(orders[i] - 1, [first, second, third][:solver_order], None)
         return x_next, m0, (m0, m1)
 
-    return reverse_loop(step, x_T, ts, trajectory_steps, history=(jnp.zeros_like(x_T), jnp.zeros_like(x_T)))
+    return loop(step, x_T, history=(jnp.zeros_like(x_T), jnp.zeros_like(x_T)))
 
 
-def _dpmpp_2m_sde(denoise, lv, x_T, ts, draw, trajectory_steps):
+def _dpmpp_2m_sde(denoise, lv, x_T, draw, loop):
     """SDE-DPM-Solver++(2M) (diffusers' sde-dpmsolver++, midpoint): the 2M data combination, e^{-h} damping, noise."""
-    orders = jnp.asarray(_dpm_orders(len(ts), 2))
+    orders = jnp.asarray(_dpm_orders(lv.t.shape[0] - 1, 2))
 
     def step(x, i, m1):
         m0 = denoise(x, i)
@@ -190,12 +193,12 @@ def _dpmpp_2m_sde(denoise, lv, x_T, ts, draw, trajectory_steps):
         )
         return x_next, m0, m0
 
-    return reverse_loop(step, x_T, ts, trajectory_steps, history=jnp.zeros_like(x_T))
+    return loop(step, x_T, history=jnp.zeros_like(x_T))
 
 
-def _unipc(denoise, lv, x_T, ts, draw, trajectory_steps):
+def _unipc(denoise, lv, x_T, draw, loop):
     """UniPC-2 with B(h) = e^h - 1 (bh2), data prediction: UniC at the new level, then UniP to the next one."""
-    predictor, corrector = (jnp.asarray(o) for o in _unipc_orders(len(ts)))
+    predictor, corrector = (jnp.asarray(o) for o in _unipc_orders(lv.t.shape[0] - 1))
 
     def step(x, i, history):
         x_last, m1, m2 = history  # the corrected state at level i - 1, D_{i-1}, D_{i-2}
@@ -234,7 +237,7 @@ def _unipc(denoise, lv, x_T, ts, draw, trajectory_steps):
         return x_next, m0, (x, m0, m1)
 
     zeros = jnp.zeros_like(x_T)
-    return reverse_loop(step, x_T, ts, trajectory_steps, history=(zeros, zeros, zeros))
+    return loop(step, x_T, history=(zeros, zeros, zeros))
 
 
 _SOLVER_FNS = {
@@ -255,7 +258,7 @@ _SOLVER_FNS = {
     static_argnames=("shape", "solver", "timesteps", "prediction", "clip_denoised", "trajectory_steps"),
 )
 def _solve(
-    model_fn, sched, rng, x_T, first_index, noise, shape, solver, timesteps, prediction, clip_denoised,
+    model_fn, sched, rng, x_T, first_index, noise, known, shape, solver, timesteps, prediction, clip_denoised,
     trajectory_steps,
 ):
     ts = np.asarray(timesteps, np.int32)
@@ -265,9 +268,11 @@ def _solve(
     def draw(i):
         return per_sample_normal(keys, lv.t[i], shape) if noise is None else noise[i]
 
+    project = None if known is None else known_pixels(known, keys, lv.alpha, lv.sigma, sched.num_timesteps)
+    loop = functools.partial(reverse_loop, ts=ts, trajectory_steps=trajectory_steps, project=project)
     denoise = _denoiser(model_fn, sched, lv, prediction, clip_denoised)
     x_init = initial_noise(keys, x_T, shape, sched.num_timesteps)
-    return _SOLVER_FNS[solver](denoise, lv, x_init, ts, draw, trajectory_steps)
+    return _SOLVER_FNS[solver](denoise, lv, x_init, draw, loop)
 
 
 def check_timesteps(timesteps, num_timesteps: int) -> np.ndarray:
@@ -303,6 +308,7 @@ def solve(
     first_index: int = 0,
     trajectory_steps: int = 0,
     noise=None,
+    known=None,
 ):
     """Sample with `solver` over `timesteps`, then a last step to t = -1 (alpha_bar = 1).
 
@@ -321,6 +327,8 @@ def solve(
         its x_0 predictions at the visited timesteps; K = N keeps every step).
       noise: dpm++2m-sde only: use noise[i] [B, ...] as step i's standard normal z_i instead of drawing it
         ([N, B, ...]; e.g. to replay another implementation's noise).
+      known: inpainting, (images [B, ...], mask broadcastable to them, 1 = generate): after every step the
+        pixels with mask 0 are replaced by the images noised to the new level (`reverse_loop.known_pixels`).
     Returns:
       x_0 float32 [B, ...], or (x_0, Trajectory) when trajectory_steps > 0.
     """
@@ -337,7 +345,7 @@ def solve(
         if noise.shape != (len(ts),) + shape:
             raise ValueError(f"noise has shape {noise.shape}; expected {(len(ts),) + shape} (one draw per step).")
     x, trajectory = _solve(
-        functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), noise, shape, solver,
+        functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), noise, known, shape, solver,
         tuple(int(t) for t in ts), prediction, bool(clip_denoised), int(trajectory_steps),
     )
     return (x, trajectory) if trajectory_steps else x

@@ -230,8 +230,8 @@ def test_same_samples_on_one_or_eight_devices():
     np.testing.assert_allclose(
         ancestral, sampling.ancestral_sample(EPS_MODEL, SCHED, jax.random.PRNGKey(12), (5, 2, 2, 1)),
         rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match="ancestral, ddim"):
-        sampling.sample_sharded(EPS_MODEL, SCHED, jax.random.PRNGKey(0), 2, (2, 2, 1), sampler="euler")
+    with pytest.raises(ValueError, match="ancestral, ddim, euler"):  # every sampler's name is listed
+        sampling.sample_sharded(EPS_MODEL, SCHED, jax.random.PRNGKey(0), 2, (2, 2, 1), sampler="nope")
 
 
 def _two_class_model(x, t, y):
