@@ -4,7 +4,7 @@
         --num-samples 1000 --out benchmarks/results/quality_vs_nfe_digits.json --plot docs/quality_vs_nfe_digits.png
 
 For each sampler of `sampling.SAMPLERS` and each NFE of --nfe (Heun spends 2N - 1 evaluations on N steps, so it
-runs at the odd NFEs nearest below), --num-samples EMA samples with the same seed, then the project's FID, IS,
+runs at the odd NFE at or below; DDIM's "leading" spacing visits one level more where N does not divide T), --num-samples EMA samples with the same seed, then the project's FID, IS,
 KID and precision/recall against the run's test split (`sample_quality`, the reference statistics cached as
 `evaluate` does), images/s of the sampling (compile excluded: each setting is compiled on a small batch first),
 and ancestral sampling over all T steps as the reference. Prints the table, the smallest NFE at which each
@@ -32,8 +32,8 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True)
-    parser.add_argument("--feature-net", required=True, help="classifier:DIR or inception:WEIGHTS.npz")
+    parser.add_argument("--workdir")
+    parser.add_argument("--feature-net", help="classifier:DIR or inception:WEIGHTS.npz")
     parser.add_argument("--num-samples", type=int, default=1000)
     parser.add_argument("--nfe", default=",".join(map(str, DEFAULT_NFE)))
     parser.add_argument("--samplers", default=None, help="comma-separated (default: all but ancestral)")
@@ -42,7 +42,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="JSON results")
     parser.add_argument("--plot", default=None, help="PNG of FID and IS against NFE")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 samples, NFE 5 and 10")
+    parser.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                        help="only re-render --out/--plot from these results files (with --header)")
+    parser.add_argument("--header", default="", help="the merged report's first line")
     args = parser.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.header, args.out, args.plot)
+        return 0
 
     import jax
     import numpy as np
@@ -63,11 +69,10 @@ def main(argv=None) -> int:
     image_shape = run.image_shape()
     rng = jax.random.PRNGKey(args.seed)
     samplers = args.samplers.split(",") if args.samplers else [s for s in sampling.SAMPLERS if s != "ancestral"]
-    settings = [(s, steps_for_nfe(s, n)) for s in samplers for n in map(int, args.nfe.split(","))]
-    if not args.no_ancestral:
-        settings.append(("ancestral", None))
+    settings = [] if args.no_ancestral else [("ancestral", None)]
+    settings += [(s, steps_for_nfe(s, n)) for s in samplers for n in map(int, args.nfe.split(","))]
 
-    rows, results = [], []
+    results = []
     for sampler, steps in settings:
         options = dict(num_steps=steps) if steps else {}
         draw = lambda n: configs.sample(config, run.params, rng, n, image_shape, sampler=sampler, **options)
@@ -77,57 +82,84 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
         fake = sample_quality.sample_features(network, images, test.max_value)
         values, _ = sample_quality.sample_metrics(stats, real_features, fake)
-        nfe = run.sched.num_timesteps if sampler == "ancestral" else solvers.nfe(sampler, steps) \
-            if sampler in solvers.SOLVERS else steps
+        levels = len(sampling.sampler_timesteps(run.sched, sampler, steps))  # DDIM's leading may add one
+        nfe = solvers.nfe(sampler, levels) if sampler in solvers.SOLVERS else levels
         result = dict(sampler=sampler, num_steps=steps, nfe=nfe, images_per_s=args.num_samples / seconds, **values)
         results.append(result)
         print(f"{sampler:>12} NFE {nfe:>4}: FID {values['fid']:.3f} IS {values['is']:.3f} "
               f"({result['images_per_s']:.1f} img/s)", file=sys.stderr, flush=True)
-        rows.append([sampler, nfe, common.fmt(values["fid"], ".3f"), common.fmt(values["is"], ".3f"),
-                     common.fmt(values["precision"], ".3f"), common.fmt(values["recall"], ".3f"),
-                     common.fmt(result["images_per_s"], ".1f")])
+        if args.out:  # partial results survive an interrupted run
+            common.write_json(args.out, dict(partial=True, results=results))
 
     train = data.load_arrays(source, "train", data_dir=data_dir)
     subset = np.random.default_rng(1).permutation(train.images.shape[0])[:args.num_samples]
     real_fake = sample_quality.sample_features(network, data.to_float(train.images[subset], train.max_value),
                                                train.max_value)
     real_values, _ = sample_quality.sample_metrics(stats, real_features, real_fake)
-    rows.append([f"real training images (n={len(subset)})", "-", common.fmt(real_values["fid"], ".3f"),
-                 common.fmt(real_values["is"], ".3f"), common.fmt(real_values["precision"], ".3f"),
-                 common.fmt(real_values["recall"], ".3f"), "-"])
-    text = common.table(["sampler", "NFE", "FID", "IS", "precision", "recall", "img/s"], rows)
-    reference = next((r["fid"] for r in results if r["sampler"] == "ancestral"), None)
-    if reference is not None:
-        lines = []
-        for sampler in samplers:
-            within = [r["nfe"] for r in results if r["sampler"] == sampler and r["fid"] <= 1.1 * reference]
-            lines.append(f"- {sampler}: {min(within) if within else 'none of the NFEs run'}")
-        text += (f"\n\nSmallest NFE with FID within 10% of ancestral-{run.sched.num_timesteps}'s "
-                 f"({reference:.3f}):\n" + "\n".join(lines))
-    text = (f"{args.num_samples} samples of {args.workdir} (step {run.step}), feature network {network.name}; "
-            f"reference: the test split.\n\n" + text)
+    real_values["num_examples"] = len(subset)
+    header = (f"{args.num_samples} samples of {args.workdir} (step {run.step}), feature network {network.name}; "
+              "reference: the test split.")
     if args.plot:
-        plot(results, samplers, reference, args.plot, run.sched.num_timesteps)
-    common.report(text, monitor.stop(), args.out, results=results, real=real_values,
-                  machine=common.machine_info(), workdir=args.workdir, step=run.step, feature_network=network.name)
+        plot(results, args.plot)
+    common.report(render(header, results, real_values), monitor.stop(), args.out, results=results, real=real_values,
+                  header=header, machine=common.machine_info(), workdir=args.workdir, step=run.step,
+                  feature_network=network.name)
     return 0
 
 
-def plot(results, samplers, reference, path, num_timesteps):
+def render(header: str, results: list[dict], real: dict) -> str:
+    """The table, real data's row, and each sampler's smallest NFE within 10% of ancestral's FID."""
+    rows = [[r["sampler"], r["nfe"], common.fmt(r["fid"], ".3f"), common.fmt(r["is"], ".3f"),
+             common.fmt(r["precision"], ".3f"), common.fmt(r["recall"], ".3f"), common.fmt(r["images_per_s"], ".1f")]
+            for r in results]
+    rows.append([f"real training images (n={real.get('num_examples', '?')})", "-", common.fmt(real["fid"], ".3f"),
+                 common.fmt(real["is"], ".3f"), common.fmt(real["precision"], ".3f"),
+                 common.fmt(real["recall"], ".3f"), "-"])
+    text = header + "\n\n" + common.table(["sampler", "NFE", "FID", "IS", "precision", "recall", "img/s"], rows)
+    ancestral = next((r for r in results if r["sampler"] == "ancestral"), None)
+    lines = []
+    for sampler in dict.fromkeys(r["sampler"] for r in results if r["sampler"] != "ancestral"):
+        own = [r for r in results if r["sampler"] == sampler]
+        best = min(r["fid"] for r in own)
+        near_best = min(r["nfe"] for r in own if r["fid"] <= 1.1 * best)
+        line = f"- {sampler}: within 10% of its own best FID ({best:.3f}) from NFE {near_best}"
+        if ancestral is not None:
+            within = [r["nfe"] for r in own if r["fid"] <= 1.1 * ancestral["fid"]]
+            line += (f"; within 10% of ancestral-{ancestral['nfe']}'s ({ancestral['fid']:.3f}) from NFE "
+                     f"{min(within)}" if within else f"; never within 10% of ancestral-{ancestral['nfe']}'s "
+                     f"({ancestral['fid']:.3f}) at the NFEs run")
+        lines.append(line)
+    return text + "\n\n" + "\n".join(lines)
+
+
+def merge(paths: list[str], header: str, out: str | None, plot_path: str | None) -> None:
+    """Re-render one report from the results of several runs (e.g. one interrupted and its continuation)."""
+    import json
+
+    loaded = [json.load(open(p)) for p in paths]
+    results = list({(r["sampler"], r["nfe"]): r for d in loaded for r in d["results"]}.values())  # last wins
+    real = next(d["real"] for d in loaded if "real" in d)
+    if plot_path:
+        plot(results, plot_path)
+    common.report(render(header, results, real), dict(other_cores=float("nan")), out, results=results, real=real,
+                  header=header, merged_from=paths)
+
+
+def plot(results, path):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for sampler in samplers:
+    for sampler in dict.fromkeys(r["sampler"] for r in results if r["sampler"] != "ancestral"):
         rs = [r for r in results if r["sampler"] == sampler]
         for ax, key in zip(axes, ("fid", "is")):
             ax.plot([r["nfe"] for r in rs], [r[key] for r in rs], marker="o", label=sampler)
     ancestral = next((r for r in results if r["sampler"] == "ancestral"), None)
     for ax, key, name in zip(axes, ("fid", "is"), ("FID", "IS")):
         if ancestral:
-            ax.axhline(ancestral[key], color="k", ls="--", lw=1, label=f"ancestral, NFE {num_timesteps}")
+            ax.axhline(ancestral[key], color="k", ls="--", lw=1, label=f"ancestral, NFE {ancestral['nfe']}")
         ax.set_xscale("log")
         ax.set_xlabel("network evaluations (NFE)")
         ax.set_ylabel(name)

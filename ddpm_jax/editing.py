@@ -111,6 +111,7 @@ def inpaint(
     eta = 1.0 if eta is None else eta
     prediction = sample_options.pop("prediction", "eps")
     clip_denoised = sample_options.pop("clip_denoised", False)
+    sample_options.pop("variance", None)  # the steps are DDIM's: eta sets their variance
     if sample_options:
         raise ValueError(f"inpaint with resampling takes no {', '.join(sorted(sample_options))}.")
     return _repaint(functional.as_pytree(model_fn), sched, rng, known, jnp.float32(eta), jnp.int32(first_index),

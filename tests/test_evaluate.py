@@ -137,3 +137,28 @@ def test_bad_feature_network(run):
     with pytest.raises(ValueError, match="unknown feature network"):
         evaluate.evaluate(workdir, feature_net="vgg16", num_samples=8, progress=False)
     assert main(["evaluate", "--workdir", workdir, "--feature-net", "classifier:/nonexistent"]) == 2
+
+
+def test_cli_samplers_img2img_and_inpaint(run, tmp_path):
+    """The sample command with a solver and a spacing; img2img and inpaint read .npz/PNG and write grid + npz."""
+    _, workdir, _ = run
+    out = str(tmp_path / "s.png")
+    assert main(["sample", "--workdir", workdir, "--num", "4", "--sampler", "dpm++2m", "--steps", "3",
+                 "--spacing", "karras", "--out", out]) == 0
+    assert np.load(str(tmp_path / "s.npz"))["images"].shape == (4, 8, 8, 1)
+    assert main(["sample", "--workdir", workdir, "--num", "2", "--sampler", "dpm++9m", "--out", out]) == 2
+    images = data.to_float(data.load_arrays("digits", "test").images[:2], 16)
+    np.savez(tmp_path / "in.npz", images=images)
+    mask = np.zeros((8, 8, 1), np.float32)
+    mask[:, 4:] = 1
+    np.savez(tmp_path / "mask.npz", mask=mask)
+    assert main(["img2img", "--workdir", workdir, "--input", str(tmp_path / "in.npz"), "--strength", "0.5",
+                 "--num", "3", "--sampler", "ddim", "--steps", "4", "--out", str(tmp_path / "i.png")]) == 0
+    edited = np.load(str(tmp_path / "i.npz"))
+    assert edited["images"].shape == (6, 8, 8, 1) and edited["inputs"].shape == (6, 8, 8, 1)
+    assert main(["inpaint", "--workdir", workdir, "--input", str(tmp_path / "in.npz"), "--mask",
+                 str(tmp_path / "mask.npz"), "--sampler", "unipc", "--steps", "4", "--out", str(tmp_path / "p.png")]) == 0
+    filled = np.load(str(tmp_path / "p.npz"))["images"]
+    np.testing.assert_array_equal(filled[:, :, :4], images[:, :, :4])  # the kept half is the input's
+    assert main(["img2img", "--workdir", workdir, "--input", str(tmp_path / "in.npz"), "--strength", "0",
+                 "--out", str(tmp_path / "x.png")]) == 2
