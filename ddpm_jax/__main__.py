@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 
 def _train(args, overrides):
@@ -41,13 +42,21 @@ def _sample(args, overrides):
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ddpm_jax import configs, runs, viz
+    from ddpm_jax import configs, files, runs, validation, viz
 
-    run = runs.load_run(args.workdir, ema=not args.raw_params, overrides=overrides)
+    validation.check_count("--num", args.num)
+    _check_sampler_args(args)
+    if args.out is not None:
+        viz.check_png_path(args.out)
+    files.check_writable(os.path.dirname(os.path.abspath(args.out)) if args.out else args.workdir,
+                         "the sample grid and its .npz go there")
+    run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
     step, image_shape = run.step, run.image_shape()
     labels = None
     if args.labels is not None:
         labels = np.resize(np.array([int(v) for v in args.labels.split(",")], np.int32), args.num)
+    conditional = run.model.num_classes is not None  # without --labels, balanced ones (configs.sample)
+    validation.check_guidance(args.guidance_scale, conditional, conditional or labels is not None)
     bar = tqdm(total=args.num, unit="img", desc=f"sampling (step {step})")
 
     def progress(done, total):
@@ -63,14 +72,51 @@ def _sample(args, overrides):
     out = args.out or os.path.join(args.workdir, f"samples_step{step}.png")
     viz.save_grid(images, out, upscale=max(1, 128 // image_shape[0]))
     npz = os.path.splitext(out)[0] + ".npz"
-    np.savez(npz, images=images, labels=labels if labels is not None else np.zeros((0,), np.int32))
+    with files.atomic_write(npz, "wb") as f:
+        np.savez(f, images=images, labels=labels if labels is not None else np.zeros((0,), np.int32))
     print(f"{args.num} samples in {seconds:.1f}s ({args.num / seconds:.1f} img/s, compile included): {out}, {npz}")
+    return 0
+
+
+def _edit(args, overrides):
+    """img2img and inpaint: edit the images of --input with a run's model; a grid PNG and an .npz, as `sample`."""
+    import jax
+    import numpy as np
+
+    from ddpm_jax import configs, editing, files, runs, validation, viz
+
+    validation.check_count("--num", args.num)
+    _check_sampler_args(args)
+    viz.check_png_path(args.out)
+    run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
+    image_shape = run.image_shape()
+    images = np.repeat(viz.read_images(args.input, image_shape), args.num, axis=0)  # --num edits of each image
+    options = configs.sampler_options(run.config, args.sampler, args.steps, args.spacing, args.eta)
+    rng = jax.random.PRNGKey(args.seed)
+    start = time.perf_counter()
+    if args.command == "img2img":
+        edited = editing.img2img(run.model_fn, run.sched, rng, images, strength=args.strength, **options)
+    else:
+        mask = viz.read_mask(args.mask, image_shape)
+        mask = np.repeat(mask, args.num, axis=0) if len(mask) > 1 else mask
+        edited = editing.inpaint(run.model_fn, run.sched, rng, images, mask, resample=args.resample, **options)
+    edited = np.asarray(edited)
+    seconds = time.perf_counter() - start
+    rows = np.concatenate([images[::args.num, None], edited.reshape((-1, args.num) + edited.shape[1:])], axis=1)
+    viz.save_grid(rows.reshape((-1,) + edited.shape[1:]), args.out, nrow=args.num + 1,
+                  upscale=max(1, 128 // image_shape[0]))
+    npz = os.path.splitext(args.out)[0] + ".npz"
+    with files.atomic_write(npz, "wb") as f:
+        np.savez(f, images=edited, inputs=images)
+    print(f"{len(edited)} images in {seconds:.1f}s (compile included): {args.out} (a row per input: the input, "
+          f"then its {args.num} edits), {npz}")
     return 0
 
 
 def _evaluate(args, overrides):
     from ddpm_jax import evaluate
 
+    _check_sampler_args(args)
     if args.feature_net is None:
         print("no --feature-net given: computing bits/dim only (no FID/IS/KID/precision-recall). Pass "
               "--feature-net classifier:DIR or inception:WEIGHTS.npz for the sample metrics.", file=sys.stderr)
@@ -79,7 +125,7 @@ def _evaluate(args, overrides):
         spacing=args.spacing, eta=args.eta,
         feature_net=args.feature_net, bpd_examples=args.bpd_examples, split=args.split, ref_split=args.ref_split,
         stats_dir=args.stats_dir, seed=args.seed, ema=not args.raw_params, bpd_per_device_batch=args.bpd_batch,
-        config_overrides=overrides,
+        config_overrides=overrides, step=args.step,
     )
     print(evaluate.format_table(report))
     print(f"written: {report['path']}")
@@ -128,6 +174,19 @@ SAMPLER_HELP = ("ancestral (all T steps), ddim, euler, heun, dpm++2m, dpm++3m, d
                 "config's")
 
 
+STEP_HELP = "the checkpoint to use (default: the newest that restores)"
+
+
+def _check_sampler_args(args):
+    """--steps and --eta, refused before anything loads (the library checks them again under its own names)."""
+    from ddpm_jax import validation
+
+    if args.steps is not None:
+        validation.check_count("--steps", args.steps)
+    if args.eta is not None:
+        validation.check_eta(args.eta, "--eta")
+
+
 def _sampler_arguments(p, default_steps):
     """--sampler, --steps, --spacing, --eta (names are checked by the library, with the accepted ones listed)."""
     p.add_argument("--sampler", default=None, help=SAMPLER_HELP)
@@ -157,12 +216,30 @@ def main(argv=None) -> int:
     p = sub.add_parser("sample", help="sample from a run's latest checkpoint (EMA params)")
     p.add_argument("--workdir", required=True)
     p.add_argument("--num", type=int, default=64)
+    p.add_argument("--step", type=int, default=None, help=STEP_HELP)
     _sampler_arguments(p, default_steps=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", default=None, help="class labels, comma-separated, repeated to --num")
     p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
     p.add_argument("--raw-params", action="store_true", help="use the raw params instead of the EMA")
     p.add_argument("--out", default=None, help="grid PNG (default: WORKDIR/samples_step<N>.png); .npz beside it")
+
+    for name, what in (("img2img", "SDEdit: noise the --input images to --strength and denoise them with a sampler"),
+                       ("inpaint", "regenerate the pixels where --mask is white, keeping the others")):
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--workdir", required=True)
+        p.add_argument("--input", required=True, help="a PNG/JPEG of the run's image size, or an .npz of 'images'")
+        if name == "img2img":
+            p.add_argument("--strength", type=float, default=0.5, help="in (0, 1]: how far towards noise to go")
+        else:
+            p.add_argument("--mask", required=True, help="PNG (white = generate) or .npz 'mask' (1 = generate)")
+            p.add_argument("--resample", type=int, default=1, help="RePaint's U (needs --sampler ddim or ancestral)")
+        p.add_argument("--num", type=int, default=1, help="edits of each input image")
+        p.add_argument("--step", type=int, default=None, help=STEP_HELP)
+        _sampler_arguments(p, default_steps=None)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--raw-params", action="store_true", help="use the raw params instead of the EMA")
+        p.add_argument("--out", required=True, help="grid PNG (a row per input: it, then its edits); .npz beside it")
 
     p = sub.add_parser(
         "evaluate",
@@ -172,7 +249,8 @@ def main(argv=None) -> int:
                     "split and feature network.")
     p.add_argument("--workdir", required=True)
     p.add_argument("--num-samples", type=int, default=10000, help="samples for FID/IS/KID/PR (0: none)")
-    _sampler_arguments(p, default_steps=100)
+    p.add_argument("--step", type=int, default=None, help=STEP_HELP)
+    _sampler_arguments(p, default_steps=None)
     p.add_argument("--feature-net", default=None,
                    help="classifier:DIR (from train-classifier) or inception:WEIGHTS.npz; none: bits/dim only")
     p.add_argument("--bpd-examples", type=int, default=None,
@@ -203,15 +281,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
 
     args, rest = parser.parse_known_args(argv)
+    warnings.formatwarning = lambda message, *_, **__: f"warning: {message}\n"
     overrides = [a for a in rest if a.startswith("--config.")]
     unknown = [a for a in rest if not a.startswith("--config.")]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "train-classifier": _train_classifier,
-                    "plots": _plots}
+                    "plots": _plots, "img2img": _edit, "inpaint": _edit}
         return handlers[args.command](args, overrides)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a file not found, a full disk (CheckpointWriteError), ...
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -1,69 +1,192 @@
 """Checkpoints with Orbax: the train state and the input pipeline's position, saved together per step.
 
-Saves are asynchronous and atomic (Orbax writes into a temporary directory and renames it when complete), so
-a crash or kill mid-save leaves the previous checkpoints intact and the half-written one ignored. The run's config
-beside them is `ddpm_jax.runs`' to write and check.
+Writes are asynchronous: `Checkpointer.save` blocks while the state is copied to host memory, then Orbax writes
+it in a background thread into `<step>.orbax-checkpoint-tmp-*` and renames that to `<step>` once complete (the
+next save, `wait` and `close` wait for it; SIGTERM in training waits too). So a kill mid-write leaves the earlier
+checkpoints intact and a temporary directory that is ignored, and removed when the next `Checkpointer` opens
+the directory. A write that fails (a full disk) raises `CheckpointWriteError` at the next save, `wait` or
+`close`, naming the intact checkpoint to resume from.
+
+Restoring without a step takes the newest checkpoint that restores: a newer one whose data cannot be read
+(garbled, truncated) is skipped with a `SkippedCheckpointWarning` that names its step and the reason. The run's
+config beside the checkpoints is `ddpm_jax.runs`' to write and check.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any
+import sys
+import time
+import warnings
+from typing import Any, Callable
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ddpm_jax import parallel
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (a full disk, lost permissions); the earlier ones are intact."""
+
+
+class SkippedCheckpointWarning(UserWarning):
+    """A newer checkpoint did not restore, and an older one was used."""
+
 
 class Checkpointer:
-    """Orbax CheckpointManager over `directory`: keeps the last `max_to_keep` steps."""
+    """Orbax CheckpointManager over `directory`: keeps the last `max_to_keep` steps; writes in the background
+    unless async_save=False. Opening it removes the temporary directories of interrupted writes."""
 
     def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
+        self.directory = os.path.abspath(directory)
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True
+            max_to_keep=max_to_keep, enable_async_checkpointing=async_save, create=True,
+            cleanup_tmp_directories=True,
         )
-        self._manager = ocp.CheckpointManager(os.path.abspath(directory), options=options)
+        _quiet_failure_noise()
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
+        self._writing = None  # the step of the write in flight
+        self._failed = False  # a failed write was reported: the manager is unusable
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, step: int, state: Any, data_state: dict) -> None:
-        """Start saving `state` (a host pytree of arrays) and the pipeline position at `step`."""
+        """Copy `state` (a pytree of arrays) to host memory and start writing it with the pipeline position at
+        `step`. Returns once the copy is done; CheckpointWriteError if this or the previous write failed."""
+        self.wait()
         state = jax.tree_util.tree_map(np.asarray, state)
-        self._manager.save(
-            int(step),
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(dict(data_state))),
-            force=True,
-        )
-
-    def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict]:
-        """(state, data_state) at `step` (default: the latest), with the structure and dtypes of `like`."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError("no checkpoint to restore")
-        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()),
-        )
-        return restored["state"], dict(restored["data"])
+        self._writing = int(step)
+        try:
+            self._manager.save(
+                int(step),
+                args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                        data=ocp.args.JsonSave(dict(data_state))),
+                force=True,
+            )
+        except (OSError, ValueError) as e:
+            raise self._write_error(e) from None
 
     def wait(self) -> None:
-        """Block until pending asynchronous saves are complete."""
-        self._manager.wait_until_finished()
+        """Block until the write in flight is complete; CheckpointWriteError if it failed."""
+        if self._failed:
+            return
+        try:
+            self._manager.wait_until_finished()
+        except (OSError, ValueError) as e:
+            raise self._write_error(e) from None
+        self._writing = None
+
+    def _write_error(self, cause: Exception) -> CheckpointWriteError:
+        self._failed = True
+        intact = [s for s in self._manager.all_steps() if s != self._writing]
+        resume = (f"the checkpoint of step {max(intact)} is intact: free space (or fix the cause) and rerun to "
+                  "resume from it" if intact else "no earlier checkpoint was written")
+        return CheckpointWriteError(f"could not write the checkpoint of step {self._writing} in {self.directory}: "
+                                    f"{type(cause).__name__}: {cause}. Stopping; {resume}.")
+
+    def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict]:
+        """(state, data_state) at `step` (default: the newest that restores), with the structure and dtypes of
+        `like`."""
+        abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), like)
+        args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore())
+        restored, _ = _restore_newest(self._manager, lambda s: self._manager.restore(s, args=args), step,
+                                     self.directory)
+        return restored["state"], dict(restored["data"])
+
+    def set_aside_newer_than(self, step: int) -> None:
+        """Rename the checkpoints after `step` (those that did not restore) to `<step>.unreadable-<time>`, so the
+        run can write those steps again; nothing is deleted."""
+        newer = [s for s in self._manager.all_steps() if s > step]
+        if newer and parallel.is_lead_process():
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            for s in newer:
+                target = os.path.join(self.directory, f"{s}.unreadable-{stamp}")
+                os.rename(os.path.join(self.directory, str(s)), target)
+                warnings.warn(f"set the checkpoint of step {s} aside as {target}.", SkippedCheckpointWarning)
+        parallel.barrier("ddpm_jax set_aside_newer_than")
+        self._manager.reload()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        """Wait for the write in flight (CheckpointWriteError if it failed), then stop Orbax's threads."""
+        try:
+            self.wait()
+        finally:
+            try:
+                self._manager.close()
+            except (OSError, ValueError):
+                if not self._failed:  # else: the failed write again, already reported
+                    raise
 
 
 def restore_params(workdir: str, *, ema: bool = True, step: int | None = None) -> tuple[Any, int]:
-    """(params, step) from the latest (or `step`'s) checkpoint of a run: the EMA params, or the raw ones."""
+    """(params, step) of a run's checkpoint at `step` (default: the newest that restores): the EMA params, or
+    the raw ones. Reads only: the temporary directory of a write in flight is left alone."""
     directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
-    manager = ocp.CheckpointManager(directory)
-    step = manager.latest_step() if step is None else step
-    if step is None:
+    if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoint in {directory}: train first (python -m ddpm_jax train ...).")
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    manager.close()
-    return restored["state"]["ema_params" if ema else "params"], int(step)
+    _quiet_failure_noise()
+    manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+    args = ocp.args.Composite(state=ocp.args.StandardRestore())
+    try:
+        restored, step = _restore_newest(manager, lambda s: manager.restore(s, args=args), step, directory)
+    finally:
+        manager.close()
+    return restored["state"]["ema_params" if ema else "params"], step
+
+
+def _restore_newest(manager, restore_one: Callable[[int], Any], step: int | None, directory: str) -> tuple[Any, int]:
+    """(restore_one(step), step) for the given step, else for the newest step whose restore succeeds, with a
+    SkippedCheckpointWarning for each newer one (its step and why). ValueError when none restores,
+    FileNotFoundError when there is none (or not `step`)."""
+    steps = sorted(manager.all_steps(), reverse=True)
+    if step is not None and step not in steps:
+        raise FileNotFoundError(f"no checkpoint of step {step} in {directory}; steps there: "
+                                f"{', '.join(map(str, sorted(steps))) or 'none'}.")
+    if not steps:
+        raise FileNotFoundError(f"no checkpoint in {directory}: train first (python -m ddpm_jax train ...).")
+    failures = []
+    for s in [step] if step is not None else steps:
+        try:
+            result = restore_one(s)
+        except Exception as e:  # noqa: BLE001 - whatever keeps a checkpoint from restoring is reported below
+            failures.append(f"the checkpoint of step {s} does not restore ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:400]})")
+            continue
+        for failure in failures:
+            warnings.warn(f"{failure}: skipped, restoring step {s} instead.", SkippedCheckpointWarning, stacklevel=3)
+        return result, int(s)
+    left = "" if step is not None else "; no older checkpoint is left to try"
+    raise ValueError(f"in {directory}: {'; '.join(failures)}{left}.")
+
+
+# What Orbax logs (ERROR, with tracebacks, once per thread) when a background write fails: the failure is raised
+# once, as a CheckpointWriteError, instead.
+_WRITE_FAILURE_LOGS = ("raised an exception", "in background save thread", "Save Finalize thread")
+
+
+def _quiet_failure_noise() -> None:
+    """Keep a failed write or restore to one clear message. After a failure TensorStore completes the reads and
+    writes still in flight into Orbax's closed event loop, and Python prints each as an unraisable
+    "RuntimeError: Event loop is closed" (hundreds of tracebacks); Orbax logs the failure from every thread.
+    Drop exactly those; everything else passes."""
+    previous = sys.unraisablehook
+    if getattr(previous, "__name__", "") != "_drop_closed_loop_callbacks":
+        def _drop_closed_loop_callbacks(unraisable):
+            error = unraisable.exc_value
+            if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+                previous(unraisable)
+
+        sys.unraisablehook = _drop_closed_loop_callbacks
+    absl_logger = logging.getLogger("absl")
+    if not any(isinstance(f, _OrbaxWriteFailureFilter) for f in absl_logger.filters):
+        absl_logger.addFilter(_OrbaxWriteFailureFilter())
+
+
+class _OrbaxWriteFailureFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname
+                    and any(m in record.getMessage() for m in _WRITE_FAILURE_LOGS))

@@ -14,11 +14,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ddpm_jax import functional, sampling, schedules, validation
+from ddpm_jax import functional, sampling, schedules, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.unet import UNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+OBJECTIVES = ("ddpm", "vdm")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -35,17 +36,40 @@ def base_config() -> ml_collections.ConfigDict:
         train=dict(num_steps=800_000, batch_size=128, optimizer="adam", learning_rate=2e-4, lr_schedule="constant",
                    warmup_steps=5000, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
                    ema_decay=0.9999, ema_warmup=False, label_dropout=0.0, steps_per_call=1,
-                   log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3),
+                   log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3,
+                   async_checkpointing=True),
         sample=dict(sampler="ddim", num_steps=50, spacing=None, eta=0.0, num_images=64, clip_denoised=True,
                     per_device_batch=None),
     ))
 
 
-def create_model(config: ml_collections.ConfigDict) -> UNet:
-    """The U-Net of config.model; learn_sigma follows config.diffusion.variance == "learned_range"."""
+def objective(config: ml_collections.ConfigDict) -> str:
+    """config.diffusion.objective: "ddpm" (also when the field is absent) or "vdm", a variational diffusion model
+    (Kingma et al. 2021) with the options of config.diffusion.vdm (see experiments/digits_vdm.py), checked here."""
+    d = config.diffusion
+    name = d.get("objective", "ddpm")
+    validation.check_choice("objective (config.diffusion.objective)", name, OBJECTIVES)
+    if name == "vdm":
+        if "vdm" not in d:
+            raise ValueError("config.diffusion.objective = 'vdm' needs the section config.diffusion.vdm (schedule, "
+                             "gamma_min, gamma_max, schedule_features, loss_steps, antithetic): see "
+                             "experiments/digits_vdm.py.")
+        validation.check_choice("VDM schedule (config.diffusion.vdm.schedule)", d.vdm.schedule, vdm.SCHEDULES)
+        validation.check_count("config.diffusion.vdm.loss_steps", d.vdm.loss_steps, 0)
+        if d.prediction != "eps" or d.variance == "learned_range" or d.get("importance_sampling", False):
+            raise ValueError("a VDM predicts eps with a fixed reverse variance and samples t itself: it needs "
+                             "config.diffusion.prediction = 'eps', variance 'fixed_small' or 'fixed_large' and "
+                             f"importance_sampling False; got {d.prediction!r}, {d.variance!r}, "
+                             f"{d.get('importance_sampling', False)}.")
+    return name
+
+
+def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM:
+    """The U-Net of config.model; learn_sigma follows config.diffusion.variance == "learned_range". With
+    config.diffusion.objective = "vdm", a `vdm.VDM` around that U-Net."""
     m = config.model
     validation.check_choice("model dtype", m.get("dtype", "float32"), tuple(DTYPES))
-    return UNet(
+    net = UNet(
         ch=m.ch,
         ch_mult=tuple(m.ch_mult),
         num_res_blocks=m.num_res_blocks,
@@ -58,11 +82,26 @@ def create_model(config: ml_collections.ConfigDict) -> UNet:
         norm_groups=m.get("norm_groups", 32),
         dtype=DTYPES[m.get("dtype", "float32")],
         remat=m.get("remat", False),
+        fourier_features=tuple(m.get("fourier_features", ())),
     )
+    if objective(config) == "ddpm":
+        return net
+    v = config.diffusion.vdm
+    return vdm.VDM(unet=net, schedule=v.schedule, gamma_min=v.gamma_min, gamma_max=v.gamma_max,
+                   schedule_features=v.schedule_features, num_timesteps=config.diffusion.num_timesteps)
 
 
-def create_schedule(config: ml_collections.ConfigDict) -> schedules.Schedule:
+def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules.Schedule:
+    """The discrete schedule the samplers (and DDPM's VLB) use. A VDM's is its gamma on the T-grid
+    (`vdm.sampling_schedule`), which for a learned schedule lives in the params: pass them."""
     d = config.diffusion
+    if objective(config) == "vdm":
+        if params is not None:
+            return vdm.sampling_schedule(create_model(config), params)
+        if d.vdm.schedule == "learned":
+            raise ValueError("a learned VDM schedule is part of the params: call create_schedule(config, params).")
+        fixed = {"linear": vdm.linear_gamma, "cosine": vdm.cosine_gamma}[d.vdm.schedule]
+        return vdm.discrete_schedule(fixed(d.vdm.gamma_min, d.vdm.gamma_max), d.num_timesteps)
     betas = schedules.get_betas(
         d.schedule, d.num_timesteps, zero_terminal_snr=d.get("zero_terminal_snr", False),
         **dict(d.get("schedule_options", {})),
@@ -71,8 +110,11 @@ def create_schedule(config: ml_collections.ConfigDict) -> schedules.Schedule:
 
 
 def loss_options(config: ml_collections.ConfigDict) -> dict:
-    """Keyword arguments of `losses.training_losses` from config.diffusion."""
+    """Keyword arguments of `losses.training_losses` from config.diffusion (of `vdm.training_loss_and_grads` for a
+    VDM)."""
     d = config.diffusion
+    if objective(config) == "vdm":
+        return dict(num_steps=d.vdm.loss_steps, antithetic=d.vdm.antithetic)
     return dict(
         prediction=d.prediction, variance=d.variance, loss_type=d.loss_type, weighting=d.weighting,
         hybrid_lambda=d.hybrid_lambda, min_snr_gamma=d.min_snr_gamma, p2_k=d.p2_k, p2_gamma=d.p2_gamma,
@@ -83,6 +125,7 @@ def sampler_options(config: ml_collections.ConfigDict, sampler: str | None = Non
                     spacing: str | None = None, eta: float | None = None) -> dict:
     """The sampler and its keyword arguments (`sampling.sample`'s) from explicit values, else config.sample."""
     s, d = config.sample, config.diffusion
+    validation.check_sampler_settings(num_steps, eta)
     own = sampler is None or sampler == s.sampler  # the config's settings belong to its own sampler
     sampler = sampler or s.sampler
     validation.check_choice("sampler", sampler, sampling.SAMPLERS)
@@ -117,16 +160,23 @@ def sample(
 
     Sampler settings default to config.sample (its num_steps, spacing and eta apply when `sampler` is the
     config's sampler; other samplers default to their own, see `sampling.sampler_timesteps`); `labels` [N]
-    condition a class-conditional model, guided with `guidance_scale` (classifier-free guidance; 1 = plain
-    conditional).
+    condition a class-conditional model (default for such a model: balanced, sample i of class i mod
+    num_classes), guided with `guidance_scale` (classifier-free guidance; 1 = plain conditional, one model
+    call per step). Every argument is checked before anything compiles.
     """
+    validation.check_count("num_samples", num_samples)
     model = create_model(config)
-    sched = create_schedule(config)
+    sched = create_schedule(config, params)
     options = sampler_options(config, sampler, num_steps, spacing, eta)
     sampler = options.pop("sampler")
     conditional = model.num_classes is not None
     if labels is not None and not conditional:
         raise ValueError("labels were given but the model is unconditional (config.model.num_classes is None).")
+    if conditional and labels is None:
+        labels = np.arange(num_samples, dtype=np.int32) % model.num_classes
+    if labels is not None:
+        validation.check_labels(labels, model.num_classes, "sampling")
+    validation.check_guidance(guidance_scale, conditional, labels is not None)
     return sampling.sample_sharded(
         functional.bind(model.apply, params),
         sched,
@@ -136,7 +186,7 @@ def sample(
         sampler=sampler,
         labels=labels,
         guidance_scale=guidance_scale,
-        null_label=model.null_label if conditional and labels is not None else None,
+        null_label=model.null_label if conditional and guidance_scale != 1 else None,
         per_device_batch=config.sample.get("per_device_batch", None),
         progress=progress,
         **options,
@@ -190,7 +240,11 @@ def load_config(path: str, overrides: Sequence[str] = ()) -> ml_collections.Conf
     if spec is None or spec.loader is None:
         raise ValueError(f"cannot load config file {path!r}: expected a Python file defining get_config().")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as e:  # the file and line first, then what Python says
+        raise ValueError(f"{e.filename}, line {e.lineno}: {e.msg} (a syntax error in the config file)\n"
+                         f"    {(e.text or '').strip()}") from None
     if not hasattr(module, "get_config"):
         raise ValueError(f"config file {path!r} defines no get_config().")
     return apply_overrides(module.get_config(), overrides)

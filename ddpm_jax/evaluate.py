@@ -33,12 +33,13 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from ddpm_jax import configs, data, metrics, parallel, runs, sampling
-from ddpm_jax.files import write_text
-from ddpm_jax.likelihood import bits_per_dim_dataset
+from ddpm_jax import configs, data, metrics, parallel, runs, sampling, vdm
+from ddpm_jax.files import check_writable, write_text
+from ddpm_jax.likelihood import bits_per_dim_dataset, vdm_bits_per_dim_dataset
 from ddpm_jax.reference_stats import default_stats_dir, reference_features
 from ddpm_jax.sample_quality import (check_classifier_dataset, resolve_feature_network, sample_features,
                                      sample_metrics)
+from ddpm_jax.validation import check_labels
 
 __all__ = ["evaluate", "format_table"]
 
@@ -47,10 +48,10 @@ def evaluate(
     workdir: str,
     *,
     num_samples: int = 10000,
-    sampler: str | None = "ddim",
-    num_steps: int | None = 100,
+    sampler: str | None = None,
+    num_steps: int | None = None,
     spacing: str | None = None,
-    eta: float | None = 0.0,
+    eta: float | None = None,
     feature_net: str | metrics.FeatureNetwork | None = None,
     bpd_examples: int | None = None,
     split: str = "test",
@@ -62,8 +63,9 @@ def evaluate(
     config_overrides: Sequence[str] = (),
     progress: bool = True,
     write: bool = True,
+    step: int | None = None,
 ) -> dict:
-    """Evaluate the latest checkpoint of a run; write WORKDIR/eval_<step>.json and return the report.
+    """Evaluate a checkpoint of a run; write WORKDIR/eval_<step>.json and return the report.
 
     Args:
       workdir: a training run's directory (config.json and checkpoints/).
@@ -80,7 +82,8 @@ def evaluate(
       bpd_per_device_batch: images per device per compiled bits/dim call.
       config_overrides: "--config.sample.per_device_batch=256"-style overrides of the run's saved config.
       progress: tqdm progress bars.
-      write: write WORKDIR/eval_<step>.json.
+      write: write WORKDIR/eval_<step>.json (atomically; the workdir must be writable).
+      step: the checkpoint's step; None: the newest that restores (`checkpoint.restore_params`).
 
     Returns the report (what the json holds): step, workdir, params ("ema" | "raw"), feature_network (name or
     None), sampler {name, num_steps, spacing, eta (ddim), clip_denoised}, num_samples, seed, dataset {source, split, ref_split,
@@ -94,7 +97,9 @@ def evaluate(
     network = resolve_feature_network(feature_net)
     if num_samples < 0 or (bpd_examples is not None and bpd_examples < 0):
         raise ValueError(f"num_samples and bpd_examples must be >= 0, got {num_samples} and {bpd_examples}.")
-    run = runs.load_run(workdir, ema=ema, overrides=config_overrides)
+    if write:
+        check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")
+    run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides)
     config, model, sched, params, step = run.config, run.model, run.sched, run.params, run.step
     source, data_dir = config.data.source, config.data.get("data_dir", None)
     ref_split = ref_split or split
@@ -129,14 +134,19 @@ def evaluate(
         conditional = model.num_classes is not None
         if conditional and a.labels is None:
             raise ValueError(f"the model is class-conditional but {source!r} split {split!r} has no labels.")
+        if conditional:
+            check_labels(a.labels[:n], model.num_classes, f"{source!r} split {split!r}")
         bar = tqdm(total=n, unit="img", desc=f"bits/dim ({split})", disable=not progress)
         t0 = time.perf_counter()
-        out = bits_per_dim_dataset(
-            run.model_fn, sched, a.images[:n], jax.random.fold_in(rng, 1), max_value=a.max_value,
-            labels=a.labels[:n] if conditional else None, prediction=config.diffusion.prediction,
-            variance=config.diffusion.variance, clip_denoised=True, per_device_batch=bpd_per_device_batch,
-            progress=lambda done, total: bar.update(done - bar.n),
-        )
+        common = dict(max_value=a.max_value, labels=a.labels[:n] if conditional else None,
+                      per_device_batch=bpd_per_device_batch, progress=lambda done, total: bar.update(done - bar.n))
+        if configs.objective(config) == "vdm":  # the continuous VLB of Kingma et al. (eq. 17 and its end terms)
+            out = vdm_bits_per_dim_dataset(vdm.bind_eps(model, params), vdm.bind_gamma(model, params),
+                                           a.images[:n], jax.random.fold_in(rng, 1), **common)
+        else:
+            out = bits_per_dim_dataset(
+                run.model_fn, sched, a.images[:n], jax.random.fold_in(rng, 1), prediction=config.diffusion.prediction,
+                variance=config.diffusion.variance, clip_denoised=True, **common)
         bar.close()
         walls["bpd"] = time.perf_counter() - t0
         bad = int(np.sum(~np.isfinite(out["bpd"])))

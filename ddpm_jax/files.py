@@ -1,5 +1,6 @@
 """Atomic file writes: a temporary file in the same directory, fsynced, then renamed over the target, so a
-crash or kill leaves either the old file or the new one, never half of one."""
+crash or kill leaves either the old file or the new one, never half of one. And the check that a directory can
+be written, before work whose results would go there."""
 
 from __future__ import annotations
 
@@ -31,3 +32,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file atomically."""
     with atomic_write(path) as f:
         f.write(text)
+
+
+def check_writable(path: str | os.PathLike, purpose: str) -> None:
+    """Raise ValueError unless `path` (or, while it does not exist, its nearest existing parent) is a writable
+    directory; `purpose` says what will be written there."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{os.fspath(path)!r} is not writable ({existing!r} is on a read-only filesystem or lacks "
+                         f"write permission): {purpose}. Make it writable, or choose another directory.")

@@ -76,6 +76,12 @@ def is_lead_process() -> bool:
     return jax.process_index() == 0
 
 
+def barrier(name: str) -> None:
+    """Wait until every process gets here (nothing to wait for with one process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
 def describe_devices() -> str:
     """"8 x cpu" (this process's devices), for reports."""
     return f"{jax.local_device_count()} x {jax.devices()[0].platform}"

@@ -2,23 +2,28 @@
 
     workdir/config.json        the run's config (`save_or_check_config`, `load_config`)
     workdir/checkpoints/       Orbax checkpoints (`ddpm_jax.checkpoint`)
+    workdir/train.lock         held by the train process writing the run (`lock_workdir`), with its PID
 
-    run = runs.load_run("runs/digits")           # config, model, schedule, EMA params of the latest checkpoint
+    run = runs.load_run("runs/digits")           # config, model, schedule, EMA params of the newest checkpoint
     x0 = sampling.ddim_sample(run.model_fn, run.sched, rng, (8,) + run.image_shape())
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 from typing import Any, NamedTuple, Sequence
 
 import ml_collections
 
-from ddpm_jax import checkpoint, configs, data, functional, schedules
-from ddpm_jax.files import write_text
+from ddpm_jax import checkpoint, configs, data, functional, schedules, validation
+from ddpm_jax.files import check_writable, write_text
 from ddpm_jax.models.unet import UNet
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = "train.lock"
 # Sections whose change makes a checkpoint mean something else (another model shape, another process).
 COMPATIBILITY_KEYS = ("model", "diffusion", "data.source")
 
@@ -44,11 +49,13 @@ class Run(NamedTuple):
 
 
 def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrides: Sequence[str] = ()) -> Run:
-    """The run in `workdir`: its saved config with `overrides` ("--config.sample.num_steps=20") applied, the
-    model and schedule it builds, and the EMA (or raw, ema=False) params of the latest checkpoint (or `step`'s)."""
+    """The run in `workdir`: its saved config with `overrides` ("--config.sample.num_steps=20") applied and
+    validated, the model and schedule it builds, and the EMA (or raw, ema=False) params of `step`'s checkpoint,
+    or of the newest one that restores (`checkpoint.restore_params`)."""
     config = configs.apply_overrides(load_config(workdir), overrides)
+    validation.validate_config(config, training=False)
     params, step = checkpoint.restore_params(workdir, ema=ema, step=step)
-    return Run(workdir, config, configs.create_model(config), configs.create_schedule(config), params, step)
+    return Run(workdir, config, configs.create_model(config), configs.create_schedule(config, params), params, step)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -60,14 +67,52 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
         return configs.from_json(f.read())
 
 
+def prepare_workdir(workdir: str) -> None:
+    """Create the run directory, or check an existing one: ValueError if it is a file or cannot be written."""
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise ValueError(f"workdir {workdir!r} is a file, not a directory: give a new directory, or an earlier "
+                         "run's to resume it.")
+    purpose = "training writes its config, checkpoints and logs there"
+    check_writable(workdir, purpose)
+    os.makedirs(workdir, exist_ok=True)
+    check_writable(os.path.join(workdir, "checkpoints"), purpose)
+
+
+@contextlib.contextmanager
+def lock_workdir(workdir: str):
+    """Hold workdir/train.lock while training: a second train process on the same workdir gets a ValueError
+    naming the first one's PID, instead of both writing checkpoints. The lock is an flock, which the OS releases
+    when its holder exits, however it exits: a lock file left by a killed process (a dead PID) is taken over."""
+    path = os.path.join(workdir, LOCK_FILE)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise ValueError(f"workdir {workdir!r} is in use by another train process (PID {holder}, in {path}): two "
+                         "runs in one workdir would overwrite each other's checkpoints. Wait for it to finish or "
+                         "stop it, or use another --workdir.") from None
+    try:
+        f.truncate(0)
+        f.write(f"{os.getpid()} on {socket.gethostname()}\n")
+        f.flush()
+        yield
+    finally:
+        f.truncate(0)
+        f.close()
+
+
 def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Save the config in the run directory, or check that the one there is compatible.
 
     Raises ValueError naming the differing fields when `workdir` holds a run of another model or process
     (config.model, config.diffusion, config.data.source); other fields (steps, logging, batch size) may change.
+    The config of a run that wrote no checkpoint yet (one stopped by an error) is replaced.
     """
     path = os.path.join(workdir, CONFIG_FILE)
-    if os.path.exists(path):
+    if os.path.exists(path) and _has_checkpoints(workdir):
         saved = load_config(workdir)
         diff = incompatibilities(saved, config)
         if diff:
@@ -77,6 +122,11 @@ def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> Non
                 "Use a new --workdir, or the saved config."
             )
     write_text(path, configs.to_json(config))
+
+
+def _has_checkpoints(workdir: str) -> bool:
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
 
 
 def incompatibilities(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> list[str]:

@@ -9,6 +9,7 @@ the exception: they are drawn per device, so with dropout > 0 only the distribut
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -24,10 +25,13 @@ import ml_collections
 import numpy as np
 import optax
 
-from ddpm_jax import checkpoint, configs, data, losses, parallel, runs, viz
+from ddpm_jax import checkpoint, configs, data, losses, parallel, runs, validation, vdm, viz
 from ddpm_jax.validation import check_choice
 from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.parallel import AXIS
+
+OPTIMIZERS = ("adam", "adamw")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @flax.struct.dataclass
@@ -47,8 +51,8 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     """optax chain of config.train: clip by global norm, then Adam/AdamW with linear warmup (Ho et al.: Adam,
     lr 2e-4, 5000 warmup steps, clip 1.0), constant or cosine-decayed after warmup."""
     t = config.train
-    check_choice("optimizer", t.optimizer, ("adam", "adamw"))
-    check_choice("lr schedule", t.lr_schedule, ("constant", "cosine"))
+    check_choice("optimizer", t.optimizer, OPTIMIZERS)
+    check_choice("lr schedule", t.lr_schedule, LR_SCHEDULES)
     warmup = optax.linear_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1))
     if t.lr_schedule == "constant":
         after = optax.constant_schedule(t.learning_rate)
@@ -92,11 +96,12 @@ def ema_decay_at(step, decay: float, warmup: bool):
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_options, ema_decay, ema_warmup,
-               label_dropout=0.0):
+               label_dropout=0.0, objective="ddpm"):
     """One optimizer step on this device's slice of the global batch; run under pmap over AXIS.
 
     batch: dict(image float32 [B_dev, H, W, C], label int32 [B_dev] when the model is class-conditional).
-    Returns (new state, metrics averaged over devices).
+    objective "ddpm": `losses.training_loss` with `loss_options`; "vdm": a `vdm.VDM` model trained on its VLB
+    (`vdm.training_loss_and_grads`; sched unused). Returns (new state, metrics averaged over devices).
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
     example_rng, dropout_rng, label_rng = jax.random.split(step_rng, 3)
@@ -120,7 +125,13 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
         return losses.training_loss(model_fn, sched, x0, example_rng, first_index=first_index,
                                     importance=state.importance, **loss_options)
 
-    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    if objective == "vdm":
+        (loss, aux), grads = vdm.training_loss_and_grads(
+            model, state.params, x0, example_rng, labels=labels,
+            rngs={"dropout": jax.random.fold_in(dropout_rng, device)}, first_index=first_index,
+            global_batch=per_device * jax.lax.psum(1, AXIS), **loss_options)
+    else:
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
@@ -132,7 +143,7 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
         importance = importance.update(gather(aux["t"]), gather(aux["loss"]))
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
     metrics = {"loss": loss, "grad_norm": grad_norm}
-    metrics.update({k: jnp.mean(aux[k]) for k in ("mse", "vlb") if k in aux})
+    metrics.update({k: jnp.mean(aux[k]) for k in ("mse", "vlb") + vdm.METRICS if k in aux})
     metrics = jax.lax.pmean(metrics, AXIS)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
                               importance=importance)
@@ -184,20 +195,31 @@ class Preempted(Exception):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop_after: int | None = None,
                        progress: bool = True) -> dict:
-    """Train to config.train.num_steps in `workdir`, resuming from its latest checkpoint.
+    """Train to config.train.num_steps in `workdir`, resuming from its newest checkpoint that restores.
 
+    Before anything loads or compiles, refuses config values no run can mean (`validation.validate_config`), a
+    workdir that is a file or not writable, and a workdir another train process holds (`runs.lock_workdir`).
     Logs to workdir/metrics.jsonl and TensorBoard (workdir/tensorboard), writes EMA sample grids to
     workdir/samples/, checkpoints to workdir/checkpoints/ every config.train.checkpoint_every steps and at the
-    end. A SIGTERM checkpoints the current step and raises `Preempted`; a non-finite loss raises
-    FloatingPointError and leaves the last good checkpoint as it was. `stop_after` ends the call after that many
-    steps without a final checkpoint, as a crash would (for tests). Returns dict(step, metrics, state, ...).
+    end (written in the background, see `checkpoint`). A SIGTERM checkpoints the current step, waits for the
+    write and raises `Preempted`; a non-finite loss raises FloatingPointError and a failed checkpoint write
+    `checkpoint.CheckpointWriteError`, both leaving the last good checkpoint as it was. `stop_after` ends the
+    call after that many steps without a final checkpoint, as a crash would (for tests). Returns dict(step,
+    metrics, state, ...).
     """
+    validation.validate_config(config)
+    runs.prepare_workdir(workdir)
+    lead = parallel.is_lead_process()
+    with runs.lock_workdir(workdir) if lead else contextlib.nullcontext():
+        return _train(config, workdir, devices, stop_after, progress and lead)
+
+
+def _train(config, workdir, devices, stop_after, progress) -> dict:
     t_cfg = config.train
     # Several processes: pmap over all devices of all processes (each process feeding its local ones).
     pmap_devices = parallel.pmap_devices(devices)
     devices = devices or parallel.local_devices()
     lead = parallel.is_lead_process()
-    os.makedirs(workdir, exist_ok=True)
     runs.save_or_check_config(workdir, config)
 
     pipeline_kwargs = dict(
@@ -207,22 +229,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     arrays = data.load_arrays(config.data.source, "train", data_dir=config.data.get("data_dir", None))
     image_shape = arrays.images.shape[1:]
     model = configs.create_model(config)
-    if model.num_classes is not None and arrays.labels is None:
-        raise ValueError(f"config.model.num_classes is set but {config.data.source!r} has no labels.")
+    if model.num_classes is not None:
+        if arrays.labels is None:
+            raise ValueError(f"config.model.num_classes is set but {config.data.source!r} has no labels.")
+        validation.check_labels(arrays.labels, model.num_classes, f"{config.data.source!r} split 'train'")
     state = create_train_state(config, model, create_optimizer(config), image_shape)
 
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t_cfg.keep_checkpoints)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t_cfg.keep_checkpoints,
+                                   async_save=t_cfg.get("async_checkpointing", True))
     data_state = None
     if ckpt.latest_step() is not None:
-        try:
-            state, data_state = ckpt.restore(state)
-        except ValueError as e:
-            raise ValueError(
-                f"the checkpoint of step {ckpt.latest_step()} in {workdir!r} does not fit this config's train state "
-                "(was the optimizer, gradient clipping or importance sampling changed?). Use a new --workdir. "
-                f"Orbax: {str(e)[:300]}"
-            ) from None
-        state = jax.tree_util.tree_map(jnp.asarray, state)
+        state, data_state = _restore(ckpt, state, workdir)
     pipeline = data.make_iterator(arrays, state=data_state, **pipeline_kwargs)
 
     step_config = _step_config_json(config)
@@ -232,7 +249,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     end = t_cfg.num_steps if stop_after is None else min(t_cfg.num_steps, step + stop_after)
     replicated = parallel.replicate(state, devices)
     del state
-    bar = _progress_bar(step, t_cfg.num_steps, progress and lead)
+    bar = _progress_bar(step, t_cfg.num_steps, progress)
     metrics, timer = {}, _Timer()
     try:
         with _Preemption() as preemption:
@@ -243,9 +260,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
                 metrics = {name: float(v[0]) for name, v in jax.device_get(metrics_dev).items()}
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise FloatingPointError(
-                        f"non-finite training metrics at step {step + k}: {metrics}. Stopping; the last good "
-                        f"checkpoint (step {ckpt.latest_step()}) is intact. Lower the learning rate or enable "
-                        "gradient clipping (config.train.grad_clip)."
+                        f"non-finite training metrics at step {step + k}: {metrics}. Stopping; "
+                        f"{_last_checkpoint(ckpt)}. Lower the learning rate or enable gradient clipping "
+                        "(config.train.grad_clip)."
                     )
                 step += k
                 timer.record(k * t_cfg.batch_size)
@@ -264,16 +281,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     finally:
         bar.close()
         pipeline.close()
-        ckpt.close()
         if writer:
             writer.close()
+        ckpt.close()  # waits for the write in flight; raises CheckpointWriteError if it failed
     state = parallel.unreplicate(replicated)
     return dict(step=step, metrics=metrics, state=state, steps_run=step - start_step)
 
 
+def _restore(ckpt, like, workdir):
+    """(state, data_state) of the newest checkpoint that restores; newer unreadable ones are set aside so this
+    run can write their steps again."""
+    try:
+        state, data_state = ckpt.restore(like)
+    except ValueError as e:
+        raise ValueError(
+            f"no checkpoint in {workdir!r} restores. If the config changed, a checkpoint does not fit this config's "
+            "train state (was the optimizer, gradient clipping or importance sampling changed?): use a new "
+            f"--workdir. {str(e)[:800]}"
+        ) from None
+    ckpt.set_aside_newer_than(int(state.step))
+    return jax.tree_util.tree_map(jnp.asarray, state), data_state
+
+
+def _last_checkpoint(ckpt) -> str:
+    step = ckpt.latest_step()
+    return "no checkpoint was written yet" if step is None else f"the last good checkpoint (step {step}) is intact"
+
+
 # Fields that do not change the compiled step (so runs differing only in them share one compilation).
 _NOT_IN_STEP = ("seed", "sample", "train.log_every", "train.checkpoint_every", "train.sample_every",
-                "train.keep_checkpoints")
+                "train.keep_checkpoints", "train.async_checkpointing")
 
 
 def _step_config_json(config) -> str:
@@ -289,10 +326,12 @@ def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
     """The pmapped `steps`-step function for a config (as `_step_config_json`), compiled once per process."""
     config = configs.from_json(step_config)
     t_cfg = config.train
+    objective = configs.objective(config)
     step_fn = functools.partial(
         train_step, model=configs.create_model(config), optimizer=create_optimizer(config),
-        sched=configs.create_schedule(config), loss_options=configs.loss_options(config),
-        ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup, label_dropout=t_cfg.get("label_dropout", 0.0),
+        sched=configs.create_schedule(config) if objective == "ddpm" else None,
+        loss_options=configs.loss_options(config), ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
+        label_dropout=t_cfg.get("label_dropout", 0.0), objective=objective,
     )
     return make_multi_step(step_fn, steps, devices)
 

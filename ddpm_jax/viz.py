@@ -4,7 +4,8 @@ several schedules, a reverse-process trajectory, and the schedules themselves.
 Images are NHWC float in [-1, 1] with C = 1 (grayscale) or 3 (RGB); numpy or jax arrays both work. Grids
 keep the channel count: a grayscale batch gives a [H', W', 1] grid and a grayscale PNG ("L"), an RGB batch a
 [H', W', 3] grid and an RGB PNG. Nothing here is compiled or differentiated: these are host-side numpy
-functions, called on results that have already been computed.
+functions, called on results that have already been computed. Every image is a PNG under a .png name, written
+atomically (`files.atomic_write`): a killed process leaves no truncated image behind.
 
 Plots use matplotlib's object API (`matplotlib.figure.Figure` rendered by the Agg canvas), never pyplot, so
 importing this module selects no backend, needs no display and leaves no global figure state behind.
@@ -21,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ddpm_jax import diffusion, schedules
-from ddpm_jax.data import to_uint8
+from ddpm_jax.data import to_float, to_uint8
+from ddpm_jax.files import atomic_write
 from ddpm_jax.reverse_loop import Trajectory
 
 # A schedule to draw: a name accepted by `schedules.get_betas`, or a (label, betas [T]) pair for anything else
@@ -56,9 +58,20 @@ def _check_int(value, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _prepare_path(path) -> Path:
+def check_png_path(path) -> Path:
+    """`path` as a Path; ValueError unless it ends in .png, the only format written here."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() != ".png":
+        raise ValueError(f"{str(path)!r}: images are written as PNG only; give a path ending in .png.")
+    return path
+
+
+def _write_png(path, write) -> Path:
+    """`write(f)` into a binary file that becomes `path` (a .png; parent directories are created) only once it
+    is complete (`files.atomic_write`): a kill mid-write leaves no truncated image under that name."""
+    path = check_png_path(path)
+    with atomic_write(path, "wb") as f:
+        write(f)
     return path
 
 
@@ -101,7 +114,8 @@ def make_grid(images, nrow: int | None = None, padding: int = 1, pad_value: floa
 def save_png(image, path, upscale: int = 1) -> Path:
     """Write a uint8 [H, W, C] image (C = 1 or 3) as a PNG, each pixel an `upscale` x `upscale` block.
 
-    Creates the parent directories; returns the path.
+    `path` must end in .png; the parent directories are created and the file appears only once complete.
+    Returns the path.
     """
     from PIL import Image
 
@@ -111,10 +125,60 @@ def save_png(image, path, upscale: int = 1) -> Path:
     upscale = _check_int(upscale, "upscale", 1)
     if upscale > 1:  # nearest neighbour, exactly: every pixel becomes a block
         arr = np.repeat(np.repeat(arr, upscale, axis=0), upscale, axis=1)
-    path = _prepare_path(path)
     pil = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)  # uint8: [H, W] -> "L", [H, W, 3] -> "RGB"
-    pil.save(path, format="PNG")
-    return path
+    return _write_png(path, lambda f: pil.save(f, format="PNG"))
+
+
+def read_images(path, image_shape: Sequence[int]) -> np.ndarray:
+    """Images of a file as float32 [N, H, W, C] in [-1, 1], for img2img and inpainting.
+
+    A PNG/JPEG (one image; converted to grayscale or RGB to match C) or an .npz whose "images" are uint8 or float
+    in [-1, 1] ([N, H, W, C] or [H, W, C]). The size must be `image_shape` (H, W, C): nothing is resized.
+    """
+    path = str(path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as f:
+            if "images" not in f:
+                raise ValueError(f"{path} holds {sorted(f.files)}; expected an array 'images'.")
+            arr = np.asarray(f["images"])
+        arr = to_float(arr) if arr.dtype == np.uint8 else arr.astype(np.float32)
+    else:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            arr = to_float(np.asarray(image.convert("L" if image_shape[-1] == 1 else "RGB")))
+    arr = arr.reshape(arr.shape + (1,)) if arr.ndim == 2 else arr
+    arr = arr[None] if arr.ndim == 3 else arr
+    if tuple(arr.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"{path} holds images of shape {tuple(arr.shape[1:])}; the model takes {tuple(image_shape)} "
+                         "(H, W, C): resize or crop it first.")
+    if not np.all(np.abs(arr) <= 1.0):
+        raise ValueError(f"{path}: float images must be in [-1, 1].")
+    return arr
+
+
+def read_mask(path, image_shape: Sequence[int]) -> np.ndarray:
+    """An inpainting mask as float32 [N, H, W, 1] of 0 (keep) and 1 (generate): a PNG whose white pixels (> 127)
+    are generated, as in Stable Diffusion's inpainting, or an .npz "mask" with values in [0, 1]."""
+    path = str(path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as f:
+            if "mask" not in f:
+                raise ValueError(f"{path} holds {sorted(f.files)}; expected an array 'mask' (1 = generate).")
+            mask = np.asarray(f["mask"], np.float32)
+    else:
+        from PIL import Image
+
+        with Image.open(path) as image:
+            mask = (np.asarray(image.convert("L")) > 127).astype(np.float32)
+    mask = mask.reshape(mask.shape + (1,)) if mask.ndim == 2 else mask
+    mask = mask[None] if mask.ndim == 3 else mask
+    if tuple(mask.shape[1:3]) != tuple(image_shape[:2]) or mask.shape[-1] not in (1, image_shape[-1]):
+        raise ValueError(f"{path}: the mask has shape {tuple(mask.shape[1:])}; expected {tuple(image_shape[:2])} "
+                         f"with 1 or {image_shape[-1]} channels.")
+    if np.any((mask < 0) | (mask > 1)):
+        raise ValueError(f"{path}: mask values must be in [0, 1] (1 = generate, 0 = keep).")
+    return mask
 
 
 def save_grid(
@@ -272,9 +336,7 @@ def save_forward_process_strip(
     _show_grid(ax, grid, (h, w), padding, [f"t={int(t)}" for t in ts], labels)
     ax.set_title(f"forward process q(x_t | x_0), T = {num_timesteps}")
     fig.tight_layout()
-    path = _prepare_path(path)
-    fig.savefig(path, format="png", dpi=dpi)
-    return path
+    return _write_png(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 # ---------------------------------------------------------------- the reverse process
@@ -328,9 +390,7 @@ def reverse_process_strip(
     _show_grid(axes[1], pred_grid, (h, w), padding, col_labels, row_labels, title="predicted x_0")
     axes[0].set_ylabel("sample")
     fig.tight_layout()
-    path = _prepare_path(path)
-    fig.savefig(path, format="png", dpi=dpi)
-    return path
+    return _write_png(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 # ---------------------------------------------------------------- schedules
@@ -374,9 +434,7 @@ def plot_schedules(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    path = _prepare_path(path)
-    fig.savefig(path, format="png", dpi=dpi)
-    return path
+    return _write_png(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
 __all__ = [

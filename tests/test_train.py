@@ -18,6 +18,9 @@ TINY = [
     "--config.train.batch_size=16", "--config.train.warmup_steps=2", "--config.train.sample_every=0",
     "--config.train.log_every=1", "--config.sample.num_steps=5", "--config.train.num_steps=4",
     "--config.train.checkpoint_every=2",
+    # The digits recipe is class-conditional; these tests exercise the unconditional machinery (the conditional
+    # one has its own test below).
+    "--config.model.num_classes=None", "--config.train.label_dropout=0.0",
 ]
 
 
@@ -173,6 +176,9 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
     plain = configs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels)
     assert guided.shape == (6, 8, 8, 1) and np.all(np.isfinite(guided))
     assert np.abs(guided - plain).mean() > 1e-2 * np.abs(plain).mean()
+    # Without labels a conditional model samples balanced classes (i mod 10), as with those labels given.
+    balanced = configs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3)
+    np.testing.assert_array_equal(balanced, plain)
     with pytest.raises(ValueError, match="unconditional"):
         configs.sample(tiny_config(), params, jax.random.PRNGKey(0), 2, (8, 8, 1), labels=[1, 2])
 

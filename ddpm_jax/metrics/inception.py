@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -421,6 +422,10 @@ def load_fid_inception_params(path: str | os.PathLike) -> dict:
         raise ValueError(f"FID Inception weights not found at {path!r}. They cannot be downloaded here: make the "
                          ".npz from pytorch-fid's pt_inception-2015-12-05-6726825d.pth as described in "
                          "ddpm_jax.metrics.inception's docstring.")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path!r} is not an .npz archive of FID Inception weights (not a zip file, or a "
+                         "truncated one). Make it from pytorch-fid's pt_inception-2015-12-05-6726825d.pth as "
+                         "described in ddpm_jax.metrics.inception's docstring.")
     with np.load(path, allow_pickle=False) as f:
         state_dict = {k: f[k] for k in f.files}
     return fid_inception_params_from_state_dict(state_dict)

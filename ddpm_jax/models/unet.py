@@ -21,8 +21,10 @@ initialized model outputs exactly zero. Parameter names follow the reference's v
 Options beyond Ho et al. (all off by default): `learn_sigma` (2C outputs: the prediction, then the variance
 interpolation v of Nichol & Dhariwal), `scale_shift_norm` (Nichol & Dhariwal's adaptive GroupNorm),
 `num_classes` (a class embedding added to the time embedding, with a null label for classifier-free guidance),
-`num_heads` (multi-head attention), `dtype` (compute dtype for mixed precision; params stay float32) and `remat`
-(recompute each ResnetBlock's and AttnBlock's activations in the backward pass: less memory, more compute).
+`num_heads` (multi-head attention), `dtype` (compute dtype for mixed precision; params stay float32), `remat`
+(recompute each ResnetBlock's and AttnBlock's activations in the backward pass: less memory, more compute) and
+`fourier_features` (Kingma et al. 2021's base-2 Fourier features of the input, concatenated to it). `t` may be
+float as well as int: a variational diffusion model conditions on a rescaled gamma_t (`ddpm_jax.vdm.VDM`).
 
 Named configs (`PRESETS`, built by `preset(name, **overrides)`; `CONFIGS` maps each name to its builder). The
 experiments in experiments/ take their architecture from these; exact parameter counts, checked with
@@ -66,6 +68,7 @@ __all__ = [
     "Downsample",
     "Upsample",
     "get_timestep_embedding",
+    "base2_fourier_features",
     "count_params",
     "PRESETS",
     "preset",
@@ -95,7 +98,8 @@ def swish(x: jax.Array) -> jax.Array:
 
 
 def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int) -> jax.Array:
-    """Sinusoidal timestep embedding of Ho et al. (`diffusion_tf/nn.py`): [B] int -> [B, embedding_dim] float32.
+    """Sinusoidal timestep embedding of Ho et al. (`diffusion_tf/nn.py`): [B] int or float -> [B, embedding_dim]
+    float32 (a float t, such as VDM's 1000 * rescaled gamma_t, is embedded at the same frequencies).
 
     Frequencies exp(-k * log(10000) / (half - 1)), k = 0..half-1, half = embedding_dim // 2; the output is
     [sin(t * freq), cos(t * freq)], zero-padded by one column when embedding_dim is odd. The frequencies are
@@ -113,6 +117,18 @@ def get_timestep_embedding(timesteps: jax.Array, embedding_dim: int) -> jax.Arra
     if embedding_dim % 2 == 1:
         emb = jnp.pad(emb, [(0, 0), (0, 1)])
     return emb
+
+
+def base2_fourier_features(x: jax.Array, exponents: Sequence[int]) -> jax.Array:
+    """Kingma et al. 2021 (VDM's Fourier features): sin and cos of 2^k * 2 pi * x for k in `exponents`, per channel.
+
+    [B, H, W, C] -> [B, H, W, 2 * C * K] float, ordered [sin (C x K, channel-major), cos (C x K)], as the VDM
+    reference code. High frequencies (k = 6, 7 for 8-bit data) resolve the fine detail of a nearly clean z_t.
+    """
+    freqs = 2.0 * math.pi * 2.0 ** np.asarray(exponents, np.float64)
+    h = x[..., :, None] * jnp.asarray(freqs, x.dtype)
+    h = h.reshape(x.shape[:-1] + (x.shape[-1] * len(freqs),))
+    return jnp.concatenate([jnp.sin(h), jnp.cos(h)], axis=-1)
 
 
 def count_params(params: Any) -> int:
@@ -257,7 +273,8 @@ class Upsample(nn.Module):
 
 
 class UNet(nn.Module):
-    """The DDPM U-Net: x [B, H, W, C] float, t [B] int (0-based), y [B] int or None -> [B, H, W, C_out] float32.
+    """The DDPM U-Net: x [B, H, W, C] float, t [B] int (0-based timesteps) or float (a continuous level, e.g. VDM's
+    rescaled gamma_t), y [B] int or None -> [B, H, W, C_out] float32.
 
     Attributes:
       ch: base channels (must be divisible by the 32 GroupNorm groups).
@@ -280,6 +297,8 @@ class UNet(nn.Module):
       remat: rematerialize (`nn.remat`) every ResnetBlock and AttnBlock: their activations are recomputed in the
         backward pass instead of stored. Same params, outputs and gradients; ~17% more FLOPs (XLA's count for the
         CIFAR-10 step); less memory where the compiler's scheduler frees the activations (not XLA:CPU's default).
+      fourier_features: exponents k of base-2 Fourier features of x (`base2_fourier_features`) concatenated to x
+        before conv_in, e.g. (6, 7) as VDM on 8-bit images; () (the default) for none.
     """
 
     ch: int = 128
@@ -296,6 +315,7 @@ class UNet(nn.Module):
     norm_groups: int = NUM_GROUPS
     dtype: Any = jnp.float32
     remat: bool = False
+    fourier_features: Sequence[int] = ()
 
     @property
     def null_label(self) -> int | None:
@@ -365,6 +385,8 @@ class UNet(nn.Module):
                                    dtype=dt, name="label_emb")(y)
 
         # Downsampling.
+        if self.fourier_features:
+            x = jnp.concatenate([x, base2_fourier_features(x, self.fourier_features)], axis=-1)
         hs = [_conv(self.ch, "conv_in", dt)(x.astype(dt))]
         for i_level in range(num_resolutions):
             for i_block in range(self.num_res_blocks):

@@ -1,0 +1,97 @@
+"""What checkpointing costs training: images/s with a checkpoint every N steps, written in the background
+(Orbax's asynchronous checkpointing, the default) or synchronously (config.train.async_checkpointing=False).
+
+    python benchmarks/checkpoint_cost.py --out benchmarks/results/checkpoint_cost.json
+    python benchmarks/checkpoint_cost.py --quick
+
+Each run is `train.train_and_evaluate` on a fresh workdir for --steps steps (the digits experiment by default,
+its batch of 64, no sample grids), with checkpoint_every N = 1, 10, 100 and none (only the final checkpoint).
+"img/s" is the training loop's steady-state rate (metrics.jsonl's images_per_sec: the first, compiling call
+excluded, and so is the wait for the final write); "wall s" is the whole call, that final wait included. The
+step is compiled once, by a warm-up run, and shared by all runs (checkpoint settings do not change it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+
+EVERY = (1, 10, 100, None)  # None: only the final checkpoint
+
+
+def config(model: str, steps: int, every: int | None, async_save: bool):
+    return common.load_config(model, [
+        f"train.num_steps={steps}", f"train.checkpoint_every={every or 10 * steps}", "train.sample_every=0",
+        f"train.log_every={steps}", f"train.async_checkpointing={async_save}"])
+
+
+def run(model: str, steps: int, every: int | None, async_save: bool, root: str) -> dict:
+    """One training run in a fresh workdir: steady img/s, wall seconds, checkpoint size."""
+    from ddpm_jax import train
+
+    workdir = tempfile.mkdtemp(dir=root)
+    try:
+        t0 = time.perf_counter()
+        train.train_and_evaluate(config(model, steps, every, async_save), workdir, progress=False)
+        wall = time.perf_counter() - t0
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            rate = json.loads(f.readlines()[-1])["images_per_sec"]
+        step_dir = os.path.join(workdir, "checkpoints", str(steps))
+        size = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(step_dir) for n in names)
+    finally:
+        shutil.rmtree(workdir)
+    return dict(every=every, async_save=async_save, images_per_sec=rate, wall_s=wall, checkpoint_mb=size / 2**20)
+
+
+def warm_up(model: str, steps: int, root: str) -> None:
+    """Compile the step (num_steps is part of it: the learning-rate schedule) with two steps of a run."""
+    from ddpm_jax import train
+
+    train.train_and_evaluate(config(model, steps, None, True), tempfile.mkdtemp(dir=root), stop_after=2,
+                             progress=False)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="digits", choices=tuple(common.MODELS))
+    p.add_argument("--steps", type=int, default=200, help="training steps per run (default 200)")
+    p.add_argument("--workdir-root", default=None, help="where the runs' workdirs go (default: the system temp "
+                   "directory); the filesystem measured")
+    p.add_argument("--quick", action="store_true", help="20 steps per run")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    steps = 20 if args.quick else args.steps
+    root = tempfile.mkdtemp(dir=args.workdir_root, prefix="checkpoint_cost-")
+    info = common.machine_info()
+    load = common.LoadMonitor()
+    try:
+        warm_up(args.model, steps, root)
+        results = [run(args.model, steps, every, async_save, root) for every in EVERY for async_save in (True, False)]
+    finally:
+        shutil.rmtree(root)
+    load = load.stop()
+
+    def cell(every, async_save):
+        r = next(r for r in results if r["every"] == every and r["async_save"] == async_save)
+        base = next(r for r in results if r["every"] is None and r["async_save"] == async_save)
+        return [common.fmt(r["images_per_sec"], ".0f"), f"{r['images_per_sec'] / base['images_per_sec']:.2f}",
+                common.fmt(r["wall_s"])]
+
+    rows = [[str(every or "none")] + cell(every, True) + cell(every, False) for every in EVERY]
+    text = (f"{args.model}, batch {common.MODELS[args.model]['batch']}, {steps} steps per run, one checkpoint "
+            f"{results[0]['checkpoint_mb']:.1f} MiB, workdirs in {args.workdir_root or tempfile.gettempdir()}\n"
+            + common.table(["checkpoint every", "async img/s", "vs none", "wall s", "sync img/s", "vs none",
+                            "wall s"], rows))
+    common.report(text, load, args.out, machine=info, results=results, steps=steps, model=args.model)
+
+
+if __name__ == "__main__":
+    main()
