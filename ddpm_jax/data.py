@@ -541,7 +541,6 @@ class Pipeline:
 def make_iterator(source: str | Arrays, **kwargs: Any) -> Pipeline:
     """The input pipeline for `source` (a source string or loaded `Arrays`); keyword arguments as `Pipeline`:
     global_batch_size, seed, split, random_flip, data_dir, state (a position from `Pipeline.state()` to resume
-    from), num_devices / process_index / process_count (default: jax.local_device_count(), jax.process_index(),
-    jax.process_count()), prefetch.
+    from), num_devices / process_index / process_count (default: this process's, from `parallel`), prefetch.
     """
     return Pipeline(source, **kwargs)

@@ -1,7 +1,7 @@
 """Training: the TrainState pytree, the pure data-parallel train step, and train_and_evaluate(config, workdir).
 
 One call of the compiled step runs `steps_per_call` optimizer steps (a `lax.scan`) on every local device under
-`jax.pmap`: per-device loss, `lax.pmean` of gradients and metrics over the data axis, the optax update and the
+`parallel.pmap`: per-device loss, `lax.pmean` of gradients and metrics over the data axis, the optax update and the
 EMA update, all inside. Randomness comes from fold_in(base key, step) and each example's global index, so a
 resumed run replays the same draws and the result does not depend on the number of devices (dropout masks are
 the exception: they are drawn per device, so with dropout > 0 only the distribution is layout-independent).

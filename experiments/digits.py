@@ -4,8 +4,8 @@ no download), sampled with DPM-Solver++(2M) SDE in 20 steps.
     python -m ddpm_jax train --config experiments/digits.py --workdir runs/digits
     python -m ddpm_jax sample --workdir runs/digits --num 64 --out runs/digits/grid.png   # digits 0-9 in turn
 
-About 3.5 minutes on a 2-core CPU, compiles included (~400 images/s after a ~16 s compile); the loss (L_simple)
-falls from ~1 to ~0.07.
+About 2 minutes on a quiet 2-core CPU, compiles included (123 s measured, ~750 images/s after the compile); the
+loss (L_simple) falls from ~1 to ~0.07.
 
 The recipe, measured (benchmarks/time_to_quality.py; `python -m ddpm_jax train-classifier --dataset digits` as
 the feature network; 1000 samples scored in subsets of 297 against the training split's statistics, beside the
