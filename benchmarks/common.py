@@ -202,3 +202,26 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"
     sep = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+def fid_is_figure():
+    """(fig, axes): two panels, FID left and IS right, for `save_fid_is_figure` (matplotlib, no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(1, 2, figsize=(11, 4))
+
+
+def save_fid_is_figure(fig, axes, path: str) -> None:
+    """FID on a log axis, the legend, the PNG at `path` (parent directories created); closes the figure."""
+    import matplotlib.pyplot as plt
+
+    axes[0].set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    print(f"wrote {path}", file=sys.stderr)

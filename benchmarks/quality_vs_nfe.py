@@ -146,12 +146,7 @@ def merge(paths: list[str], header: str, out: str | None, plot_path: str | None)
 
 
 def plot(results, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = common.fid_is_figure()
     for sampler in dict.fromkeys(r["sampler"] for r in results if r["sampler"] != "ancestral"):
         rs = [r for r in results if r["sampler"] == sampler]
         for ax, key in zip(axes, ("fid", "is")):
@@ -164,13 +159,7 @@ def plot(results, path):
         ax.set_xlabel("network evaluations (NFE)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].set_yscale("log")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    common.save_fid_is_figure(fig, axes, path)
 
 
 if __name__ == "__main__":

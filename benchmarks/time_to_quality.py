@@ -141,12 +141,7 @@ def main(argv=None) -> int:
 
 
 def plot(results: list[dict], path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = common.fid_is_figure()
     for r in results:
         t = [row["train_seconds"] / 60 for row in r["rows"]]
         for ax, key in zip(axes, ("fid", "is")):
@@ -156,12 +151,7 @@ def plot(results: list[dict], path: str) -> None:
         ax.set_xlabel("training wall-clock, minutes (2 CPU cores, compiles included)")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-    axes[0].set_yscale("log")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    print(f"wrote {path}", file=sys.stderr)
+    common.save_fid_is_figure(fig, axes, path)
 
 
 if __name__ == "__main__":

@@ -65,17 +65,30 @@ def _sample(args, overrides):
     start = time.perf_counter()
     images = configs.sample(
         run.config, run.params, jax.random.PRNGKey(args.seed), args.num, image_shape, sampler=args.sampler,
-        num_steps=args.steps, spacing=args.spacing, eta=args.eta, labels=labels, guidance_scale=args.guidance_scale, progress=progress,
+        num_steps=args.steps, spacing=args.spacing, eta=args.eta, labels=labels, guidance_scale=args.guidance_scale,
+        progress=progress,
     )
     bar.close()
     seconds = time.perf_counter() - start
     out = args.out or os.path.join(args.workdir, f"samples_step{step}.png")
-    viz.save_grid(images, out, upscale=max(1, 128 // image_shape[0]))
-    npz = os.path.splitext(out)[0] + ".npz"
-    with files.atomic_write(npz, "wb") as f:
-        np.savez(f, images=images, labels=labels if labels is not None else np.zeros((0,), np.int32))
+    npz = _write_grid_and_npz(out, images, images=images,
+                              labels=labels if labels is not None else np.zeros((0,), np.int32))
     print(f"{args.num} samples in {seconds:.1f}s ({args.num / seconds:.1f} img/s, compile included): {out}, {npz}")
     return 0
+
+
+def _write_grid_and_npz(out: str, grid_images, nrow: int | None = None, **arrays) -> str:
+    """The grid PNG of `grid_images` at `out` (tiles upscaled to ~128 px) and `arrays` in the .npz beside it, both
+    written atomically; returns the .npz's path."""
+    import numpy as np
+
+    from ddpm_jax import files, viz
+
+    viz.save_grid(grid_images, out, nrow=nrow, upscale=max(1, 128 // grid_images.shape[1]))
+    npz = os.path.splitext(out)[0] + ".npz"
+    with files.atomic_write(npz, "wb") as f:
+        np.savez(f, **arrays)
+    return npz
 
 
 def _edit(args, overrides):
@@ -88,6 +101,7 @@ def _edit(args, overrides):
     validation.check_count("--num", args.num)
     _check_sampler_args(args)
     viz.check_png_path(args.out)
+    files.check_writable(os.path.dirname(os.path.abspath(args.out)), "the grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
     image_shape = run.image_shape()
     images = np.repeat(viz.read_images(args.input, image_shape), args.num, axis=0)  # --num edits of each image
@@ -103,11 +117,8 @@ def _edit(args, overrides):
     edited = np.asarray(edited)
     seconds = time.perf_counter() - start
     rows = np.concatenate([images[::args.num, None], edited.reshape((-1, args.num) + edited.shape[1:])], axis=1)
-    viz.save_grid(rows.reshape((-1,) + edited.shape[1:]), args.out, nrow=args.num + 1,
-                  upscale=max(1, 128 // image_shape[0]))
-    npz = os.path.splitext(args.out)[0] + ".npz"
-    with files.atomic_write(npz, "wb") as f:
-        np.savez(f, images=edited, inputs=images)
+    npz = _write_grid_and_npz(args.out, rows.reshape((-1,) + edited.shape[1:]), nrow=args.num + 1, images=edited,
+                              inputs=images)
     print(f"{len(edited)} images in {seconds:.1f}s (compile included): {args.out} (a row per input: the input, "
           f"then its {args.num} edits), {npz}")
     return 0

@@ -93,9 +93,6 @@ def inpaint(
     go to `sampling.sample`. Returns the inpainted images [B, H, W, C].
     """
     images = _check_images(images)
-    mask = jnp.asarray(mask, jnp.float32)
-    if bool(jnp.any((mask < 0) | (mask > 1))):
-        raise ValueError("mask values must be in [0, 1] (1 = generate, 0 = keep).")
     known = sampling.check_known((images, mask), images.shape)
     if not isinstance(resample, (int, np.integer)) or resample < 1:
         raise ValueError(f"resample must be an integer >= 1 (RePaint's U; 1 = none), got {resample!r}.")

@@ -54,6 +54,8 @@ def sampler_timesteps(sched: Schedule, sampler: str, num_steps: int | None = Non
 def check_known(known, shape):
     """(images, mask) as float32 arrays: images of `shape`, mask broadcastable to it, values in [0, 1]."""
     images, mask = (jnp.asarray(a, jnp.float32) for a in known)
+    if bool(jnp.any((mask < 0) | (mask > 1))):
+        raise ValueError("mask values must be in [0, 1] (1 = generate, 0 = keep).")
     if images.shape != tuple(shape):
         raise ValueError(f"the known images have shape {images.shape}; expected the samples' {tuple(shape)}.")
     try:
