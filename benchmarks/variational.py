@@ -2,12 +2,15 @@
 and the variance of each model's one-sample estimate of its diffusion loss.
 
     python benchmarks/variational.py --out benchmarks/results/variational_digits.json
+    python benchmarks/variational.py --dataset mnist --source npz:/path/to/mnist.npz --steps 6000 --num-test 2000 \
+        --out benchmarks/results/variational_mnist.json
 
-Trains (or resumes, in --runs-dir/NAME) and evaluates, one after the other:
+Trains (or resumes, in --runs-dir/DATASET_NAME) and evaluates, one after the other (--only NAME runs one, so
+several processes can share an accelerator):
 
-    ddpm_simple   experiments/digits.py, unconditional: L_simple, T = 1000 linear betas, fixed_large variance
+    ddpm_simple   experiments/DATASET.py, unconditional: L_simple, T = 1000 linear betas, fixed_large variance
     ddpm_hybrid   the same with learned_range variance and L_hybrid (Nichol & Dhariwal, lambda = 0.001)
-    vdm_fixed     experiments/digits_vdm.py: the continuous-time VLB with the fixed linear gamma (-13.3 .. 5)
+    vdm_fixed     experiments/DATASET_vdm.py: the continuous-time VLB with the fixed linear gamma (-13.3 .. 5)
     vdm_learned   the same with the learned schedule (end points on the VLB, shape on the variance)
 
     vdm_refit     vdm_fixed's trained network with a learned schedule fitted afterwards for low variance alone
@@ -34,16 +37,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 UNCONDITIONAL = ["--config.model.num_classes=None", "--config.train.label_dropout=0.0"]  # as digits_vdm.py
-RUNS = {
-    "ddpm_simple": ("experiments/digits.py", UNCONDITIONAL),
-    "ddpm_hybrid": ("experiments/digits.py", UNCONDITIONAL + ["--config.diffusion.variance=learned_range",
-                                                              "--config.diffusion.loss_type=hybrid"]),
-    "vdm_fixed": ("experiments/digits_vdm.py", ["--config.diffusion.vdm.schedule=linear"]),
-    "vdm_learned": ("experiments/digits_vdm.py", ["--config.diffusion.vdm.schedule=learned"]),
+RUNS = {  # name: (experiment file with {dataset} in it, overrides)
+    "ddpm_simple": ("experiments/{dataset}.py", UNCONDITIONAL),
+    "ddpm_hybrid": ("experiments/{dataset}.py", UNCONDITIONAL + ["--config.diffusion.variance=learned_range",
+                                                                 "--config.diffusion.loss_type=hybrid"]),
+    "vdm_fixed": ("experiments/{dataset}_vdm.py", ["--config.diffusion.vdm.schedule=linear"]),
+    "vdm_learned": ("experiments/{dataset}_vdm.py", ["--config.diffusion.vdm.schedule=learned"]),
 }
+DATASETS = ("digits", "mnist")
 
 
-def evaluate(name, config, params, images, max_value, vdm_times):
+def evaluate(name, config, params, images, max_value, vdm_times, per_device_batch=64):
     import jax
 
     from ddpm_jax import configs, functional, likelihood, vdm
@@ -53,7 +57,7 @@ def evaluate(name, config, params, images, max_value, vdm_times):
     if configs.objective(config) == "vdm":
         return likelihood.vdm_bits_per_dim_dataset(
             vdm.bind_eps(model, params), vdm.bind_gamma(model, params), images, rng, max_value=max_value,
-            num_times=vdm_times)
+            num_times=vdm_times, per_device_batch=per_device_batch)
     return likelihood.bits_per_dim_dataset(
         functional.bind(model.apply, params), configs.create_schedule(config), images, rng, max_value=max_value,
         prediction=config.diffusion.prediction, variance=config.diffusion.variance)
@@ -71,7 +75,7 @@ def refit_shape(config, params, steps, learning_rate, batch_size, seed=0):
     config = configs.from_json(configs.to_json(config))
     config.diffusion.vdm.schedule = "learned"
     model = configs.create_model(config)
-    images = data.load_arrays("digits", "train")
+    images = data.load_arrays(config.data.source, "train", data_dir=config.data.data_dir)
     x = jnp.asarray(data.to_float(images.images, images.max_value))
     init = model.init(jax.random.PRNGKey(seed), x[:1], jnp.zeros(1, jnp.int32))["params"]["learned"]
     params = {"params": {"unet": params["params"]["unet"], "learned": init}}
@@ -93,6 +97,10 @@ def refit_shape(config, params, steps, learning_rate, batch_size, seed=0):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="digits", choices=DATASETS)
+    parser.add_argument("--source", default=None, help="data source (default: the experiments'), e.g. npz:PATH")
+    parser.add_argument("--num-test", type=int, default=None, help="the first N test images (default: all)")
+    parser.add_argument("--eval-batch", type=int, default=64, help="per-device batch of the bits/dim evaluation")
     parser.add_argument("--runs-dir", default=os.path.join(common.REPO, "runs", "variational"))
     parser.add_argument("--only", default=",".join(RUNS), help="comma-separated names of RUNS")
     parser.add_argument("--steps", type=int, default=None, help="override train.num_steps (default: the configs')")
@@ -108,18 +116,22 @@ def main(argv=None) -> int:
     from ddpm_jax import configs, data, train, vdm
     from ddpm_jax.models.unet import count_params
 
-    test = data.load_arrays("digits", "test")
     results = {}
     for name in args.only.split(","):
         path, overrides = RUNS[name]
-        overrides = overrides + ([f"--config.train.num_steps={args.steps}"] if args.steps else [])
+        path = path.format(dataset=args.dataset)
+        overrides = (overrides + ([f"--config.train.num_steps={args.steps}"] if args.steps else [])
+                     + ([f"--config.data.source={args.source}"] if args.source else []))
         config = configs.load_config(os.path.join(common.REPO, path), overrides)
+        test = data.load_arrays(config.data.source, "test", data_dir=config.data.data_dir)
+        images = test.images[:args.num_test]
+        workdir = os.path.join(args.runs_dir, name if args.dataset == "digits" else f"{args.dataset}_{name}")
         t0 = time.perf_counter()
-        out = train.train_and_evaluate(config, os.path.join(args.runs_dir, name), progress=False)
+        out = train.train_and_evaluate(config, workdir, progress=False)
         train_seconds = time.perf_counter() - t0
         params = jax.tree_util.tree_map(np.asarray, out["state"].ema_params)
         t0 = time.perf_counter()
-        bpd = evaluate(name, config, params, test.images, test.max_value, args.vdm_times)
+        bpd = evaluate(name, config, params, images, test.max_value, args.vdm_times, args.eval_batch)
         row = dict(config=path, overrides=overrides, steps=out["step"], steps_run=out["steps_run"],
                    train_seconds=round(train_seconds, 1), eval_seconds=round(time.perf_counter() - t0, 1),
                    params=count_params(params), bpd=bpd["mean"], bpd_stderr=bpd["stderr"], prior=bpd["prior_mean"],
@@ -137,7 +149,8 @@ def main(argv=None) -> int:
                                                      config.train.batch_size)
             refit_seconds = time.perf_counter() - t0
             t0 = time.perf_counter()
-            bpd = evaluate("vdm_refit", refit_config, refit_params, test.images, test.max_value, args.vdm_times)
+            bpd = evaluate("vdm_refit", refit_config, refit_params, images, test.max_value, args.vdm_times,
+                           args.eval_batch)
             model = configs.create_model(refit_config)
             g = vdm.bind_gamma(model, refit_params)(jax.numpy.linspace(0.0, 1.0, 11))
             results["vdm_refit"] = dict(
@@ -149,7 +162,7 @@ def main(argv=None) -> int:
                 gamma_at_tenths=[round(float(v), 3) for v in g])
             print(f"vdm_refit: {json.dumps(results['vdm_refit'])}", flush=True)
 
-    print(f"\ndigits test split ({test.images.shape[0]} images), {common.cpu_model()}, {common.cores()} cores")
+    print(f"\n{args.dataset} test split ({images.shape[0]} images), {common.cpu_model()}, {common.cores()} cores")
     print("| run | bits/dim | prior | decoder | diffusion | diffusion variance | train s | eval s |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in results.items():

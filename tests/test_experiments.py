@@ -13,7 +13,9 @@ from ddpm_jax.models import unet
 EXPERIMENTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments", "*.py")))
 IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
                 "celeb_a": (64, 64, 3)}
-EXPECTED_PARAMS = {"cifar10.py": 35_746_307, "celeba64.py": 78_700_803}  # Ho et al.: 35.7M; DDIM's CelebA model
+EXPECTED_PARAMS = {"cifar10.py": 35_746_307, "celeba64.py": 78_700_803,  # Ho et al.: 35.7M; DDIM's CelebA model
+                   # the MNIST U-Net (1,191,233) with VDM's 4 Fourier-feature input channels into conv_in (3x3, 32)
+                   "mnist_vdm.py": 1_191_233 + 4 * 9 * 32}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)

@@ -140,6 +140,30 @@ def test_bad_image_size():
         _abstract(unet.tiny(), x, t)
 
 
+def test_patches_shape_params_and_attention_levels():
+    x, t = _inputs(h=16, w=8)
+    params, out = _abstract(unet.tiny(patch_size=2, attn_resolutions=(8,)), x, t)
+    assert out.shape == (B, 16, 8, C)
+    p = params["params"]
+    assert p["conv_in"]["kernel"].shape == (3, 3, 4 * C, 32)      # 2x2 patches of C channels in
+    assert p["conv_out"]["kernel"].shape == (3, 3, 32, 4 * C)     # and out
+    assert "down_0_attn_0" in p and "down_1_attn_0" not in p      # levels at 8 (patched height) and 4
+    with pytest.raises(ValueError, match=r"6x8 in patches of 2.*multiples of 4"):
+        _abstract(unet.tiny(patch_size=2), *_inputs(h=6, w=8))
+    with pytest.raises(ValueError, match="patch_size must be a positive int"):
+        _abstract(unet.tiny(patch_size=0), *_inputs())
+
+
+def test_space_to_depth_matches_numpy_and_inverts():
+    x = np.arange(2 * 4 * 6 * 3, dtype=np.float32).reshape(2, 4, 6, 3)
+    y = np.asarray(unet.space_to_depth(jnp.asarray(x), 2))
+    assert y.shape == (2, 2, 3, 12)
+    for i, j in [(0, 0), (1, 2), (0, 1)]:  # each position holds its 2x2 patch, (row, column, channel) order
+        np.testing.assert_array_equal(y[:, i, j], x[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2].reshape(2, 12))
+    np.testing.assert_array_equal(np.asarray(unet.depth_to_space(jnp.asarray(y), 2)), x)
+    np.testing.assert_array_equal(unet.space_to_depth(x, 1), x)
+
+
 def test_bad_label_shape():
     x, t = _inputs()
     model = unet.tiny(num_classes=NUM_CLASSES)

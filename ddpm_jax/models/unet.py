@@ -69,6 +69,8 @@ __all__ = [
     "Upsample",
     "get_timestep_embedding",
     "base2_fourier_features",
+    "space_to_depth",
+    "depth_to_space",
     "count_params",
     "PRESETS",
     "preset",
@@ -129,6 +131,25 @@ def base2_fourier_features(x: jax.Array, exponents: Sequence[int]) -> jax.Array:
     h = x[..., :, None] * jnp.asarray(freqs, x.dtype)
     h = h.reshape(x.shape[:-1] + (x.shape[-1] * len(freqs),))
     return jnp.concatenate([jnp.sin(h), jnp.cos(h)], axis=-1)
+
+
+def space_to_depth(x: jax.Array, p: int) -> jax.Array:
+    """[B, H, W, C] -> [B, H/p, W/p, p*p*C]: each p x p patch becomes one position, channels ordered (row, column,
+    channel) within the patch. `depth_to_space` is its inverse."""
+    if p == 1:
+        return x
+    B, H, W, C = x.shape
+    x = x.reshape(B, H // p, p, W // p, p, C).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, H // p, W // p, p * p * C)
+
+
+def depth_to_space(x: jax.Array, p: int) -> jax.Array:
+    """[B, h, w, p*p*C] -> [B, h*p, w*p, C], the inverse of `space_to_depth`."""
+    if p == 1:
+        return x
+    B, h, w, D = x.shape
+    x = x.reshape(B, h, w, p, p, D // (p * p)).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(B, h * p, w * p, D // (p * p))
 
 
 def count_params(params: Any) -> int:
@@ -299,6 +320,10 @@ class UNet(nn.Module):
         CIFAR-10 step); less memory where the compiler's scheduler frees the activations (not XLA:CPU's default).
       fourier_features: exponents k of base-2 Fourier features of x (`base2_fourier_features`) concatenated to x
         before conv_in, e.g. (6, 7) as VDM on 8-bit images; () (the default) for none.
+      patch_size: p > 1 runs the network on p x p patches: the input goes through space-to-depth ([B, H, W, C] ->
+        [B, H/p, W/p, p*p*C]) before conv_in and the output back through depth-to-space, so every level works
+        at 1/p the side (about 1/p^2 the convolution FLOPs) and attn_resolutions count the patched sides.
+        Hoogeboom et al. 2023 ("simple diffusion") downsample the same way; 1 (the default) is Ho et al.'s U-Net.
     """
 
     ch: int = 128
@@ -316,6 +341,7 @@ class UNet(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
     fourier_features: Sequence[int] = ()
+    patch_size: int = 1
 
     @property
     def null_label(self) -> int | None:
@@ -331,11 +357,14 @@ class UNet(nn.Module):
         if x.ndim != 4:
             raise ValueError(f"x must be NHWC [B, H, W, C], got shape {x.shape}")
         B, H, W, _ = x.shape
+        if self.patch_size < 1:
+            raise ValueError(f"patch_size must be a positive int, got {self.patch_size}")
         factor = 2 ** (len(self.ch_mult) - 1)
-        if H % factor or W % factor:
+        if H % (factor * self.patch_size) or W % (factor * self.patch_size):
+            patches = f" in patches of {self.patch_size}" if self.patch_size > 1 else ""
             raise ValueError(
-                f"image size {H}x{W} cannot be halved {len(self.ch_mult) - 1} times by ch_mult={tuple(self.ch_mult)}:"
-                f" H and W must be multiples of {factor}")
+                f"image size {H}x{W}{patches} cannot be halved {len(self.ch_mult) - 1} times by "
+                f"ch_mult={tuple(self.ch_mult)}: H and W must be multiples of {factor * self.patch_size}")
         if t.shape != (B,):
             raise ValueError(f"t must have shape [B] = ({B},), got shape {t.shape}")
         if self.num_classes is None:
@@ -387,6 +416,7 @@ class UNet(nn.Module):
         # Downsampling.
         if self.fourier_features:
             x = jnp.concatenate([x, base2_fourier_features(x, self.fourier_features)], axis=-1)
+        x = space_to_depth(x, self.patch_size)
         hs = [_conv(self.ch, "conv_in", dt)(x.astype(dt))]
         for i_level in range(num_resolutions):
             for i_block in range(self.num_res_blocks):
@@ -416,8 +446,8 @@ class UNet(nn.Module):
 
         # End.
         h = swish(_group_norm("norm_out", dt, self.norm_groups)(h))
-        h = _conv(out_ch, "conv_out", dt, init_scale=0.0)(h)
-        return h.astype(jnp.float32)
+        h = _conv(out_ch * self.patch_size ** 2, "conv_out", dt, init_scale=0.0)(h)
+        return depth_to_space(h, self.patch_size).astype(jnp.float32)
 
 
 # ----- Named configs: the architectures of the experiments in experiments/, which build on these presets. -----
