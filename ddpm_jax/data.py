@@ -210,20 +210,36 @@ def _load_digits(split: str) -> Arrays:
 
 
 def _import_tfds():
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(f"tfds sources need tensorflow-datasets (in requirements.txt): {e}") from None
+    return tfds
 
-    # The pipeline only uses TF on the host CPU; keep it off accelerators that JAX owns.
+
+def _import_tf(name: str, data_dir: str):
+    """TensorFlow, only for tfds datasets prepared as TFRecord files; kept off the accelerators JAX owns."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ImportError(
+            f"tfds dataset {name!r} in {data_dir} is prepared as TFRecord files, and reading TFRecords needs "
+            "TensorFlow, which is not installed. Either install it (`pip install -r requirements-tf.txt` or "
+            "`pip install -e .[tf]`), or convert the dataset once to array_record, which is read without "
+            f"TensorFlow: rebuild it with `tfds build NAME --data_dir=DIR --file_format=array_record`, or, where "
+            f"tensorflow and apache-beam are installed, run `tfds convert_format --dataset_version_dir={data_dir} "
+            "--out_file_format=array_record`."
+        ) from None
     try:
         tf.config.set_visible_devices([], "GPU")
         tf.config.set_visible_devices([], "TPU")
     except (RuntimeError, ValueError):  # already initialized, or no such device type
         pass
-    return tf, tfds
+    return tf
 
 
 def _tfds_builder(name: str, data_dir: str | None):
-    _, tfds = _import_tfds()
+    tfds = _import_tfds()
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -249,50 +265,79 @@ def _not_prepared_message(name: str, split: str, builder, data_dir: str | None, 
     return (
         f"tfds dataset {name!r} (split {split!r}) is not available offline: no prepared data in "
         f"{builder.data_dir} (data_dir={base!r}). This pipeline never downloads. To provide it: (1) on a "
-        f"machine with internet run `tfds build {builder.name} --data_dir=DIR` (or "
-        f"`tfds.builder({builder.name!r}, data_dir=DIR).download_and_prepare()`) and copy DIR/{builder.name} "
-        f"into {base}, then pass data_dir; or (2) save uint8 arrays to an .npz (x_train, y_train, x_test, "
-        f"y_test) and use source='npz:/path/file.npz'. (tfds said: {cause})"
+        f"machine with internet run `tfds build {builder.name} --data_dir=DIR --file_format=array_record` (or "
+        f"`tfds.builder({builder.name!r}, data_dir=DIR, file_format='array_record').download_and_prepare()`; "
+        f"array_record is read without TensorFlow) and copy DIR/{builder.name} into {base}, then pass data_dir; "
+        f"or (2) save uint8 arrays to an .npz (x_train, y_train, x_test, y_test) and use "
+        f"source='npz:/path/file.npz'. (tfds said: {cause})"
     )
 
 
+def _celeba_crop(image):
+    """The central 140x140 of an aligned CelebA face [218, 178, 3] (numpy or a TensorFlow tensor)."""
+    top, left = (image.shape[0] - _CELEBA_CROP) // 2, (image.shape[1] - _CELEBA_CROP) // 2
+    return image[top:top + _CELEBA_CROP, left:left + _CELEBA_CROP]
+
+
+def _celeba_resize(images: np.ndarray) -> np.ndarray:
+    """uint8 [B, 140, 140, 3] -> [B, 64, 64, 3]: bilinear with antialiasing, rounded. jax.image.resize computes
+    TensorFlow's `tf.image.resize(..., antialias=True)` (the same scale_and_translate kernel)."""
+    import jax
+
+    out = []
+    for part in np.array_split(images, -(-len(images) // 512)):
+        x = jax.image.resize(part.astype(np.float32), (len(part), _CELEBA_SIZE, _CELEBA_SIZE, part.shape[3]),
+                             "bilinear", antialias=True)
+        out.append(np.clip(np.round(np.asarray(x)), 0, 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+_CHUNK = 4096  # examples read at a time
+
+
+def _array_record_chunks(builder, split: str, keys: tuple[str, ...], crop):
+    """{key: stacked numpy} chunks of an array_record-prepared split, through `as_data_source` (no TensorFlow)."""
+    source = builder.as_data_source(split=split)
+    for start in range(0, len(source), _CHUNK):
+        examples = [source[i] for i in range(start, min(start + _CHUNK, len(source)))]
+        yield {k: np.stack([crop(ex[k]) if k == "image" else ex[k] for ex in examples]) for k in keys}
+
+
+def _tfrecord_chunks(builder, split: str, keys: tuple[str, ...], crop, name: str):
+    """{key: stacked numpy} chunks of a TFRecord-prepared split, through `as_dataset` (needs TensorFlow)."""
+    tf = _import_tf(name, builder.data_dir)
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = ds.map(lambda ex: {k: crop(ex[k]) if k == "image" else ex[k] for k in keys},
+                num_parallel_calls=tf.data.AUTOTUNE)
+    yield from _import_tfds().as_numpy(ds.batch(_CHUNK))
+
+
 def _load_tfds(name: str, split: str, data_dir: str | None) -> Arrays:
-    tf, tfds = _import_tfds()
+    """Array_record-prepared datasets are read without TensorFlow; TFRecord-prepared ones need it."""
+    tfds = _import_tfds()
     builder = _tfds_builder(name, data_dir)
-    has_label = "label" in builder.info.features
+    keys = ("image", "label") if "label" in builder.info.features else ("image",)
+    celeba = builder.name == "celeb_a"
+    crop = _celeba_crop if celeba else (lambda image: image)
+    images, labels = [], []
     try:
-        ds = builder.as_dataset(split=split, shuffle_files=False)
+        if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+            chunks = _array_record_chunks(builder, split, keys, crop)
+        else:
+            chunks = _tfrecord_chunks(builder, split, keys, crop, name)
+        for chunk in chunks:
+            images.append(_celeba_resize(chunk["image"]) if celeba else chunk["image"])
+            if "label" in keys:
+                labels.append(chunk["label"])
     except Exception as e:  # noqa: BLE001 - unprepared data shows up as AssertionError / various
         if builder.is_prepared():
             raise
         raise DatasetNotFoundError(
             _not_prepared_message(name, split, builder, data_dir, f"{type(e).__name__}: {str(e)[:200]}")
         ) from None
-
-    celeba = builder.name == "celeb_a"
-
-    def select(ex):
-        image = ex["image"]
-        if celeba:
-            h, w = tf.shape(image)[0], tf.shape(image)[1]
-            image = image[(h - _CELEBA_CROP) // 2:(h - _CELEBA_CROP) // 2 + _CELEBA_CROP,
-                          (w - _CELEBA_CROP) // 2:(w - _CELEBA_CROP) // 2 + _CELEBA_CROP]
-            image = tf.image.resize(image, [_CELEBA_SIZE, _CELEBA_SIZE], method="bilinear", antialias=True)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        out = {"image": image}
-        if has_label:
-            out["label"] = tf.cast(ex["label"], tf.int32)
-        return out
-
-    ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
-    images, labels = [], []
-    for b in tfds.as_numpy(ds):
-        images.append(b["image"])
-        if has_label:
-            labels.append(b["label"])
     if not images:
         raise ValueError(f"tfds dataset {name!r} split {split!r} is empty")
-    return _check_arrays(np.concatenate(images), np.concatenate(labels) if has_label else None,
+    return _check_arrays(np.concatenate(images), np.concatenate(labels) if labels else None,
                          f"tfds {name!r} split {split!r}")
 
 

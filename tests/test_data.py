@@ -1,11 +1,13 @@
 """Tests for ddpm_jax.data: sources, batch shapes, determinism, resume, sharding, flips, errors."""
 
 import json
+import os
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import mock_tfds_array_record
 from ddpm_jax import data
 
 
@@ -208,9 +210,35 @@ def test_bad_inputs(tmp_path):
 # ------------------------------------------------------------------------------------------------ tfds
 
 
-def test_tfds_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=16):
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tfds")
+
+
+def test_tfds_array_record_without_tensorflow(no_tensorflow):
+    pytest.importorskip("tensorflow_datasets")
+    a = data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "array_record"))
+    assert a.images.shape == (8, 4, 5, 1) and a.images.dtype == np.uint8 and a.max_value == 255
+    assert a.labels.dtype == np.int32 and sorted(a.labels) == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert data.image_shape("tiny_images", data_dir=os.path.join(FIXTURES, "array_record")) == (4, 5, 1)
+
+
+def test_tfds_tfrecord_without_tensorflow_says_what_to_do(no_tensorflow):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ImportError, match=r"TFRecord.*requirements-tf\.txt.*\[tf\].*file_format=array_record"):
+        data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "tfrecord"))
+
+
+def test_tfds_tfrecord_with_tensorflow_reads_the_same_data():
+    pytest.importorskip("tensorflow")
+    a = data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "array_record"))
+    t = data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "tfrecord"))
+    order_a, order_t = np.lexsort(a.images.reshape(8, -1).T), np.lexsort(t.images.reshape(8, -1).T)
+    np.testing.assert_array_equal(a.images[order_a], t.images[order_t])
+    np.testing.assert_array_equal(a.labels[order_a], t.labels[order_t])
+
+
+def test_tfds_mock_data_array_record(no_tensorflow):
+    pytest.importorskip("tensorflow_datasets")
+    with mock_tfds_array_record(num_examples=16):
         a = data.load_arrays("mnist")
         assert a.images.shape == (16, 28, 28, 1) and a.images.dtype == np.uint8
         assert a.labels.shape == (16,) and a.labels.dtype == np.int32 and a.max_value == 255
@@ -220,11 +248,30 @@ def test_tfds_mock_data():
         with data.make_iterator("mnist", global_batch_size=8, seed=0) as it:
             batch = next(it)
         assert batch["image"].shape == (8, 1, 28, 28, 1) and batch["label"].shape == (8, 1)
+
+
+def test_celeba_resize_is_tensorflows():
+    tf = pytest.importorskip("tensorflow")
+    x = np.random.default_rng(0).integers(0, 256, (3, 140, 140, 3)).astype(np.uint8)
+    expected = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, [64, 64], method="bilinear", antialias=True)),
+                                        0, 255), tf.uint8).numpy()
+    np.testing.assert_array_equal(data._celeba_resize(x), expected)
+
+
+def test_tfds_mock_data_tfrecord():
+    pytest.importorskip("tensorflow")
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=16):
+        a = data.load_arrays("mnist")
+        assert a.images.shape == (16, 28, 28, 1) and a.labels.dtype == np.int32
+        c = data.load_arrays("celeb_a")
+        assert c.images.shape == (16, 64, 64, 3) and c.labels is None
     with pytest.raises(ValueError, match="no 'image' feature"):
-        data.load_arrays("wine_quality")
+        data.load_arrays("wine_quality")  # (without TensorFlow, tfds does not register wine_quality at all)
 
 
-def test_tfds_not_prepared_is_a_clear_error_without_download(tmp_path, monkeypatch):
+def test_tfds_not_prepared_is_a_clear_error_without_download(tmp_path, monkeypatch, no_tensorflow):
+    # not prepared is said first, with or without TensorFlow
     tfds = pytest.importorskip("tensorflow_datasets")
 
     def no_download(*args, **kwargs):
@@ -235,5 +282,5 @@ def test_tfds_not_prepared_is_a_clear_error_without_download(tmp_path, monkeypat
         data.load_arrays("mnist", data_dir=str(tmp_path))
     msg = str(err.value)
     assert "not available offline" in msg and str(tmp_path) in msg
-    assert "tfds build mnist" in msg and "npz:" in msg
+    assert "tfds build mnist" in msg and "npz:" in msg and "array_record" in msg
     assert isinstance(err.value, ValueError)
