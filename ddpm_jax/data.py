@@ -111,12 +111,13 @@ def to_uint8(images, max_value: int = 255):
 def _accepted_sources() -> str:
     return (
         f"built-in names {', '.join(repr(n) for n in BUILTIN_DATASETS)}; any tensorflow-datasets name with an "
-        "'image' feature (optionally written 'tfds:NAME'); or a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'"
+        "'image' feature (optionally written 'tfds:NAME'); a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'; "
+        "or an image folder 'folder:/path' (with config.data.image_size)"
     )
 
 
 class Source(NamedTuple):
-    """A parsed source string: kind "digits" | "npz" | "npy" | "tfds", and the file path or tfds name."""
+    """A parsed source string: kind "digits" | "npz" | "npy" | "folder" | "tfds", and the path or tfds name."""
 
     kind: str
     location: str
@@ -124,12 +125,12 @@ class Source(NamedTuple):
 
 def parse_source(source: str) -> Source:
     """The one parser of source strings: "digits"; "npz:PATH" / "npy:PATH" or a bare path ending in .npz / .npy;
-    "tfds:NAME" or a bare tfds NAME."""
+    "folder:DIR"; "tfds:NAME" or a bare tfds NAME."""
     if not isinstance(source, str) or not source:
         raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
     if source == "digits":
         return Source("digits", "digits")
-    for kind in ("npz", "npy", "tfds"):
+    for kind in ("npz", "npy", "folder", "tfds"):
         if source.startswith(kind + ":"):
             return Source(kind, source[len(kind) + 1:])
     for kind in ("npz", "npy"):
@@ -207,6 +208,86 @@ def _load_digits(split: str) -> Arrays:
         raise ValueError(f"digits: unknown split {split!r}; accepted: 'train' (first {n_train}), "
                          f"'test' (last {DIGITS_NUM_TEST})")
     return Arrays(np.ascontiguousarray(images[sl]), labels[sl], 16)
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+FOLDER_CACHE_VERSION = 1  # bump when the decoding below changes, so old caches are not reused
+
+
+def folder_cache_dir() -> str:
+    """Where image folders are cached as arrays: $DDPM_JAX_CACHE, else $XDG_CACHE_HOME/ddpm_jax, else
+    ~/.cache/ddpm_jax; then folders/."""
+    base = os.environ.get("DDPM_JAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ddpm_jax")
+    return os.path.join(base, "folders")
+
+
+def _list_folder(root: str) -> tuple[list[str], list[str] | None]:
+    """(image paths relative to root, sorted; class names or None). Hidden files and folders are skipped.
+    Classes: when no image lies directly in root, each image's label is its first-level subfolder."""
+    paths = []
+    for directory, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(directory, root)
+        paths += [os.path.normpath(os.path.join(rel, f)) for f in files
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    paths.sort()
+    if not paths:
+        raise ValueError(f"image folder {root!r} holds no images (searched recursively for "
+                         f"{', '.join(IMAGE_EXTENSIONS)})")
+    top = [p.split(os.sep)[0] if os.sep in p else None for p in paths]
+    classes = None if None in top else sorted(set(top))
+    return paths, classes
+
+
+def _decode(path: str, size: int) -> np.ndarray:
+    """One image -> uint8 [size, size, C]: EXIF orientation applied, grayscale kept as 1 channel, anything else as
+    RGB (alpha dropped), the largest centred square of the image's aspect cropped and resized (PIL bicubic,
+    antialiased when shrinking; `ImageOps.fit`)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        image = image.convert("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
+        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+        array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _load_folder(root: str, split: str, image_size: int | None) -> Arrays:
+    """An image folder, decoded once and cached as an .npz keyed on the file list, sizes, mtimes and image_size."""
+    import concurrent.futures
+    import hashlib
+    import json
+
+    from ddpm_jax import files
+
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root!r} does not exist or is not a directory")
+    if split != "train":
+        raise ValueError(f"{root}: an image folder is one set of images, available as split 'train', not {split!r}")
+    if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image folder {root!r} needs config.data.image_size, a positive integer (images are "
+                         f"center-cropped and resized to image_size x image_size), got {image_size!r}")
+    root = os.path.abspath(root)
+    paths, classes = _list_folder(root)
+    stats = [os.stat(os.path.join(root, p)) for p in paths]
+    key = json.dumps([FOLDER_CACHE_VERSION, root, int(image_size),
+                      [(p, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats)]])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    cache = os.path.join(folder_cache_dir(), f"{os.path.basename(root) or 'root'}-{image_size}px-{digest}.npz")
+    if not os.path.exists(cache):
+        with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            decoded = list(pool.map(lambda p: _decode(os.path.join(root, p), int(image_size)), paths))
+        if len({a.shape[-1] for a in decoded}) > 1:  # a mix of grayscale and colour: all as RGB
+            decoded = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in decoded]
+        out = dict(images=np.stack(decoded))
+        if classes is not None:
+            index = {c: i for i, c in enumerate(classes)}
+            out["labels"] = np.asarray([index[p.split(os.sep)[0]] for p in paths], np.int32)
+        with files.atomic_write(cache, "wb") as f:
+            np.savez(f, **out)
+    return _load_npz(cache, "train")
 
 
 def _import_tfds():
@@ -341,14 +422,22 @@ def _load_tfds(name: str, split: str, data_dir: str | None) -> Arrays:
                          f"tfds {name!r} split {split!r}")
 
 
-def load_arrays(source: str, split: str = "train", *, data_dir: str | None = None) -> Arrays:
+def load_arrays(source: str, split: str = "train", *, data_dir: str | None = None,
+                image_size: int | None = None) -> Arrays:
     """Load one split of a source into host memory (see the module docstring for the sources).
 
+    `image_size` (config.data.image_size): the side that images of a "folder:" source are cropped and resized
+    to; required for those, an error for any other source (they keep their own size).
     Returns Arrays(images uint8 [N, H, W, C], labels int32 [N] or None, max_value).
     Raises ValueError for an unknown source or malformed arrays, DatasetNotFoundError (a ValueError) for a
     tfds dataset that is not prepared in `data_dir`.
     """
     kind, location = parse_source(source)
+    if kind == "folder":
+        return _load_folder(location, split, image_size)
+    if image_size is not None:
+        raise ValueError(f"config.data.image_size={image_size!r} applies only to image folders ('folder:/path'); "
+                         f"source {source!r} keeps its own image size: set image_size to None")
     if kind == "digits":
         return _load_digits(split)
     if kind == "npz":
@@ -358,12 +447,14 @@ def load_arrays(source: str, split: str = "train", *, data_dir: str | None = Non
     return _load_tfds(location, split, data_dir)
 
 
-def image_shape(source: str, *, data_dir: str | None = None) -> tuple[int, int, int]:
+def image_shape(source: str, *, data_dir: str | None = None, image_size: int | None = None) -> tuple[int, int, int]:
     """(H, W, C) of the images a source yields, e.g. for building the model.
 
-    For tfds names this reads only the dataset metadata (no data needed); local files are read.
+    For tfds names this reads only the dataset metadata (no data needed); local files and folders are read.
     """
     kind, location = parse_source(source)
+    if kind == "folder" or image_size is not None:
+        return tuple(int(s) for s in load_arrays(source, data_dir=data_dir, image_size=image_size).images.shape[1:])
     if kind == "digits":
         return (8, 8, 1)
     if kind == "tfds":
@@ -408,6 +499,7 @@ class Pipeline:
         split: str = "train",
         random_flip: bool = False,
         data_dir: str | None = None,
+        image_size: int | None = None,
         state: Mapping[str, Any] | None = None,
         num_devices: int | None = None,
         process_index: int | None = None,
@@ -429,7 +521,8 @@ class Pipeline:
                 f"({process_count} process(es) x {num_devices} local devices); use a positive multiple of "
                 f"{total_devices}"
             )
-        self.arrays = source if isinstance(source, Arrays) else load_arrays(source, split, data_dir=data_dir)
+        self.arrays = source if isinstance(source, Arrays) else load_arrays(
+            source, split, data_dir=data_dir, image_size=image_size)
         self.num_examples = int(self.arrays.images.shape[0])
         self.global_batch_size = int(global_batch_size)
         self.seed = int(seed)
@@ -585,7 +678,7 @@ class Pipeline:
 
 def make_iterator(source: str | Arrays, **kwargs: Any) -> Pipeline:
     """The input pipeline for `source` (a source string or loaded `Arrays`); keyword arguments as `Pipeline`:
-    global_batch_size, seed, split, random_flip, data_dir, state (a position from `Pipeline.state()` to resume
+    global_batch_size, seed, split, random_flip, data_dir, image_size, state (a position from `Pipeline.state()` to resume
     from), num_devices / process_index / process_count (default: this process's, from `parallel`), prefetch.
     """
     return Pipeline(source, **kwargs)

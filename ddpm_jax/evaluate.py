@@ -102,6 +102,7 @@ def evaluate(
     run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides)
     config, model, sched, params, step = run.config, run.model, run.sched, run.params, run.step
     source, data_dir = config.data.source, config.data.get("data_dir", None)
+    image_size = config.data.get("image_size", None)
     ref_split = ref_split or split
     rng = jax.random.PRNGKey(seed)
     options = configs.sampler_options(config, sampler, num_steps, spacing, eta)
@@ -124,7 +125,7 @@ def evaluate(
 
     def arrays(which: str) -> data.Arrays:
         if which not in cache:
-            cache[which] = data.load_arrays(source, which, data_dir=data_dir)
+            cache[which] = data.load_arrays(source, which, data_dir=data_dir, image_size=image_size)
         return cache[which]
 
     # Bits/dim first: it fails fast (non-finite terms) before the sampling.
@@ -186,7 +187,7 @@ def evaluate(
         t0 = time.perf_counter()
         stats, real_features, ref_info = reference_features(
             network, source, ref_split, num_samples, stats_dir or default_stats_dir(workdir), data_dir=data_dir,
-            arrays=cache.get(ref_split))
+            image_size=image_size, arrays=cache.get(ref_split))
         walls["reference"] = time.perf_counter() - t0
         report["dataset"].update(ref_info)
         t0 = time.perf_counter()

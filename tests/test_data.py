@@ -284,3 +284,85 @@ def test_tfds_not_prepared_is_a_clear_error_without_download(tmp_path, monkeypat
     assert "not available offline" in msg and str(tmp_path) in msg
     assert "tfds build mnist" in msg and "npz:" in msg and "array_record" in msg
     assert isinstance(err.value, ValueError)
+
+
+# ------------------------------------------------------------------------------------------------ image folders
+
+
+def _png(path, array):
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path, monkeypatch):
+    """cats/ (2 PNGs, one nested deeper), dogs/ (a JPEG and an RGBA PNG); sizes and aspects differ."""
+    monkeypatch.setenv("DDPM_JAX_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "pets"
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, 10:20] = 255  # the centred square is white, the sides black
+    _png(str(root / "cats" / "a.png"), wide)
+    _png(str(root / "cats" / "deeper" / "b.png"), np.full((16, 16, 3), 40, np.uint8))
+    from PIL import Image
+
+    os.makedirs(root / "dogs")
+    Image.fromarray(np.full((9, 9, 3), 200, np.uint8)).save(root / "dogs" / "c.JPG", quality=100)
+    _png(str(root / "dogs" / "d.png"), np.full((7, 5, 4), 90, np.uint8))
+    (root / "dogs" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_labels_crop_resize(image_folder):
+    a = data.load_arrays(f"folder:{image_folder}", image_size=8)
+    assert a.images.shape == (4, 8, 8, 3) and a.images.dtype == np.uint8 and a.max_value == 255
+    np.testing.assert_array_equal(a.labels, [0, 0, 1, 1])  # sorted paths; classes 'cats', 'dogs'
+    assert a.images[0].min() > 200  # the centred square of the wide image (bicubic reads a little past it)
+    assert np.all(a.images[1] == 40) and np.all(np.abs(a.images[2].astype(int) - 200) <= 2)
+    assert np.all(a.images[3] == 90)  # RGBA -> RGB
+    assert data.image_shape(f"folder:{image_folder}", image_size=8) == (8, 8, 3)
+    with data.make_iterator(f"folder:{image_folder}", global_batch_size=8, seed=0, image_size=8) as it:
+        assert next(it)["image"].shape == (8, 1, 8, 8, 3)
+
+
+def test_image_folder_without_classes_and_grayscale(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_JAX_CACHE", str(tmp_path / "cache"))
+    for i in range(3):
+        _png(str(tmp_path / "gray" / f"{i}.png"), np.full((6, 6), 10 * i, np.uint8))
+    _png(str(tmp_path / "gray" / "sub" / "x.png"), np.zeros((6, 6), np.uint8))  # an image in root: no labels
+    a = data.load_arrays(f"folder:{tmp_path / 'gray'}", image_size=4)
+    assert a.images.shape == (4, 4, 4, 1) and a.labels is None
+
+
+def test_image_folder_cache(image_folder, monkeypatch):
+    source = f"folder:{image_folder}"
+    first = data.load_arrays(source, image_size=8)
+    cache_dir = data.folder_cache_dir()
+    assert [f for f in os.listdir(cache_dir) if f.endswith(".npz")] and not any(
+        f.startswith(".tmp") for f in os.listdir(cache_dir))
+
+    def no_decoding(*args):
+        raise AssertionError("cached: nothing should be decoded")
+
+    monkeypatch.setattr(data, "_decode", no_decoding)
+    np.testing.assert_array_equal(data.load_arrays(source, image_size=8).images, first.images)
+    with pytest.raises(AssertionError, match="cached"):  # another size is another cache
+        data.load_arrays(source, image_size=4)
+    os.utime(image_folder / "cats" / "a.png", ns=(1, 1))  # a changed file is another cache
+    with pytest.raises(AssertionError, match="cached"):
+        data.load_arrays(source, image_size=8)
+
+
+def test_image_folder_errors(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="config.data.image_size, a positive integer"):
+        data.load_arrays(f"folder:{image_folder}")
+    with pytest.raises(ValueError, match="split 'train', not 'test'"):
+        data.load_arrays(f"folder:{image_folder}", "test", image_size=8)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.load_arrays(f"folder:{tmp_path / 'missing'}", image_size=8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        data.load_arrays(f"folder:{tmp_path / 'empty'}", image_size=8)
+    with pytest.raises(ValueError, match="image_size=8 applies only to image folders"):
+        data.load_arrays("digits", image_size=8)
