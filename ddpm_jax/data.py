@@ -1,4 +1,4 @@
-"""One input pipeline, whatever the source: tfds datasets, local arrays, the embedded default.
+"""One input pipeline, whatever the source: tfds datasets, local arrays, image folders, the embedded default.
 
 Every source is first loaded into host memory as uint8 arrays (`load_arrays`); one numpy pipeline
 (`Pipeline`, built by `make_iterator`) then shuffles, repeats, flips, splits per host and shapes the batches
@@ -16,8 +16,10 @@ Sources (the `source` string):
 * a tensorflow-datasets name: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"celeb_a"``, or any tfds
   dataset with a fixed-shape uint8 ``image`` feature (labels from ``label`` when present). Loaded with
   ``tfds.builder(name, data_dir=data_dir)``; the data must already be prepared in ``data_dir`` (this module
-  never downloads), else `DatasetNotFoundError` says where tfds looked and how to provide it. Any tfds split
-  string works (``"train"``, ``"test"``, ``"train[:10%]"``, ...).
+  never downloads), else `DatasetNotFoundError` says where tfds looked and how to provide it. Prepared as
+  array_record it is read through ``builder.as_data_source`` without TensorFlow; prepared as TFRecord (tfds'
+  default) it needs TensorFlow (requirements-tf.txt), and without it the ImportError says how to convert. Any
+  tfds split string works (``"train"``, ``"test"``, ``"train[:10%]"``, ...).
   ``celeb_a``: the 218x178 (HxW) aligned faces are center-cropped to 140x140 (rows 39..178, columns 19..158)
   and resized to 64x64 (bilinear with antialiasing, rounded back to uint8), as in the DDIM / score_sde code.
 * local arrays: ``"npz:/path/file.npz"`` or ``"npy:/path/file.npy"`` (a bare path ending in .npz / .npy
@@ -26,6 +28,10 @@ Sources (the `source` string):
   available as split ``"train"``. An .npy holds images only, split ``"train"``. Images must be uint8
   [N, H, W] (grayscale, becomes [N, H, W, 1]) or [N, H, W, C]; labels integer [N].
   A local MNIST copy: ``np.savez("mnist.npz", x_train=..., y_train=..., x_test=..., y_test=...)``.
+* an image folder: ``"folder:/path"`` with ``image_size`` (config.data.image_size): every PNG/JPEG under it,
+  recursively, center-cropped and resized to image_size x image_size; labels from first-level class subfolders
+  when no image lies directly in the folder; split ``"train"`` only; cached as an .npz (`folder_cache_dir`)
+  keyed on the file list, sizes, mtimes and image_size. Details in docs/data.md.
 
 Order, randomness and resuming. The whole dataset (all hosts together) is read as one endless stream:
 epoch e is the permutation ``np.random.default_rng([seed, e]).permutation(N)``, epochs are concatenated,
