@@ -2,7 +2,8 @@
 
 Feature networks (`resolve_feature_network`): "classifier:DIR" (a classifier trained with `python -m ddpm_jax
 train-classifier`, named "classifier:<dataset>:<params hash>", see `ddpm_jax.classifier`), "inception:WEIGHTS.npz"
-(the FID Inception, `metrics.load_fid_inception_params`), or a `metrics.FeatureNetwork`. Every report names the
+(the FID Inception, `metrics.load_fid_inception_params`, named "pytorch_fid_inception_v3_2015-12-05:<weights
+hash>"), or a `metrics.FeatureNetwork`. Every report names the
 network; FIDs from different networks do not compare. Samples are quantized to the dataset's pixel grid
 (`quantize_to_grid`) before the network sees them, as images saved in the dataset's format would be.
 
@@ -39,7 +40,10 @@ def resolve_feature_network(spec: str | metrics.FeatureNetwork | None) -> metric
         if not os.path.exists(arg):
             raise FileNotFoundError(f"FID Inception weights {arg!r} not found (see ddpm_jax/metrics/inception.py "
                                     "for how to make the .npz).")
-        return metrics.inception_feature_network(metrics.load_fid_inception_params(arg))
+        from ddpm_jax.classifier import params_hash
+
+        variables = metrics.load_fid_inception_params(arg)  # named by its weights, as the classifiers are
+        return metrics.inception_feature_network(variables, name=f"{metrics.FID_INCEPTION_NAME}:{params_hash(variables)}")
     raise ValueError(f"unknown feature network {spec!r}; accepted: 'classifier:DIR' (a directory made by "
                      "python -m ddpm_jax train-classifier) or 'inception:WEIGHTS.npz' (FID Inception weights).")
 
