@@ -216,7 +216,8 @@ def format_table(report: dict) -> str:
 
     if "fid" in m:
         row("FID", m["fid"])
-        row("IS", m["is"], m["is_std"])
+        if "is" in m:  # not from a features-only network
+            row("IS", m["is"], m["is_std"])
         row("KID", m["kid"], m["kid_std"])
         row("precision", m["precision"])
         row("recall", m["recall"])
