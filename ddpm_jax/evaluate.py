@@ -72,7 +72,8 @@ def evaluate(
       num_samples: samples for the sample metrics (ignored without a feature network; 0 skips them).
       sampler, num_steps, spacing, eta: any of `sampling.SAMPLERS` with its settings (see `configs.sampler_options`);
         None: the run's config.sample values.
-      feature_net: "classifier:DIR", "inception:WEIGHTS.npz", a metrics.FeatureNetwork, or None for bits/dim only.
+      feature_net: "classifier:DIR", "inception:WEIGHTS.npz", "inception:packaged", a metrics.FeatureNetwork, or None
+        for bits/dim only.
       bpd_examples: images of `split` for bits/dim (the first ones); None: all; 0: skip bits/dim.
       split: the split for bits/dim (and the reference set unless `ref_split`).
       ref_split: the reference split for FID/KID/precision-recall (default: `split`).
