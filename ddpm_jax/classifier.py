@@ -85,9 +85,11 @@ def params_hash(params: Any) -> str:
 
 
 def dataset_tag(source: str) -> str:
-    """A short, filename-safe name of a data source: "digits", "mnist", "npz-mnist" (for npz:/x/mnist.npz)."""
+    """A short, filename-safe name of a data source: "digits", "mnist", "npz-mnist" (for npz:/x/mnist.npz),
+    "folder-faces" (for folder:/x/faces)."""
     kind, location = data.parse_source(source)
-    stem = f"{kind}-{os.path.splitext(os.path.basename(location))[0]}" if kind in ("npz", "npy") else location
+    local = kind in ("npz", "npy", "folder")
+    stem = f"{kind}-{os.path.splitext(os.path.basename(os.path.normpath(location)))[0]}" if local else location
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-") or "data"
 
 

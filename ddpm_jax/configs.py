@@ -26,7 +26,7 @@ def base_config() -> ml_collections.ConfigDict:
     """Every field an experiment has, at Ho et al.'s CIFAR-10 settings (experiments override what differs)."""
     return ml_collections.ConfigDict(dict(
         seed=0,
-        data=dict(source="cifar10", data_dir=None, random_flip=True),
+        data=dict(source="cifar10", data_dir=None, image_size=None, random_flip=True),
         model=dict(**unet.PRESETS["ddpm_cifar10"],
                    scale_shift_norm=False, num_classes=None, num_heads=1, norm_groups=32, dtype="float32",
                    remat=False, patch_size=1),

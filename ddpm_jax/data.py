@@ -1,4 +1,4 @@
-"""One input pipeline, whatever the source: tfds datasets, local arrays, the embedded default.
+"""One input pipeline, whatever the source: tfds datasets, local arrays, image folders, the embedded default.
 
 Every source is first loaded into host memory as uint8 arrays (`load_arrays`); one numpy pipeline
 (`Pipeline`, built by `make_iterator`) then shuffles, repeats, flips, splits per host and shapes the batches
@@ -16,8 +16,10 @@ Sources (the `source` string):
 * a tensorflow-datasets name: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"celeb_a"``, or any tfds
   dataset with a fixed-shape uint8 ``image`` feature (labels from ``label`` when present). Loaded with
   ``tfds.builder(name, data_dir=data_dir)``; the data must already be prepared in ``data_dir`` (this module
-  never downloads), else `DatasetNotFoundError` says where tfds looked and how to provide it. Any tfds split
-  string works (``"train"``, ``"test"``, ``"train[:10%]"``, ...).
+  never downloads), else `DatasetNotFoundError` says where tfds looked and how to provide it. Prepared as
+  array_record it is read through ``builder.as_data_source`` without TensorFlow; prepared as TFRecord (tfds'
+  default) it needs TensorFlow (requirements-tf.txt), and without it the ImportError says how to convert. Any
+  tfds split string works (``"train"``, ``"test"``, ``"train[:10%]"``, ...).
   ``celeb_a``: the 218x178 (HxW) aligned faces are center-cropped to 140x140 (rows 39..178, columns 19..158)
   and resized to 64x64 (bilinear with antialiasing, rounded back to uint8), as in the DDIM / score_sde code.
 * local arrays: ``"npz:/path/file.npz"`` or ``"npy:/path/file.npy"`` (a bare path ending in .npz / .npy
@@ -26,6 +28,10 @@ Sources (the `source` string):
   available as split ``"train"``. An .npy holds images only, split ``"train"``. Images must be uint8
   [N, H, W] (grayscale, becomes [N, H, W, 1]) or [N, H, W, C]; labels integer [N].
   A local MNIST copy: ``np.savez("mnist.npz", x_train=..., y_train=..., x_test=..., y_test=...)``.
+* an image folder: ``"folder:/path"`` with ``image_size`` (config.data.image_size): every PNG/JPEG under it,
+  recursively, center-cropped and resized to image_size x image_size; labels from first-level class subfolders
+  when no image lies directly in the folder; split ``"train"`` only; cached as an .npz (`folder_cache_dir`)
+  keyed on the file list, sizes, mtimes and image_size. Details in docs/data.md.
 
 Order, randomness and resuming. The whole dataset (all hosts together) is read as one endless stream:
 epoch e is the permutation ``np.random.default_rng([seed, e]).permutation(N)``, epochs are concatenated,
@@ -111,12 +117,13 @@ def to_uint8(images, max_value: int = 255):
 def _accepted_sources() -> str:
     return (
         f"built-in names {', '.join(repr(n) for n in BUILTIN_DATASETS)}; any tensorflow-datasets name with an "
-        "'image' feature (optionally written 'tfds:NAME'); or a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'"
+        "'image' feature (optionally written 'tfds:NAME'); a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'; "
+        "or an image folder 'folder:/path' (with config.data.image_size)"
     )
 
 
 class Source(NamedTuple):
-    """A parsed source string: kind "digits" | "npz" | "npy" | "tfds", and the file path or tfds name."""
+    """A parsed source string: kind "digits" | "npz" | "npy" | "folder" | "tfds", and the path or tfds name."""
 
     kind: str
     location: str
@@ -124,12 +131,12 @@ class Source(NamedTuple):
 
 def parse_source(source: str) -> Source:
     """The one parser of source strings: "digits"; "npz:PATH" / "npy:PATH" or a bare path ending in .npz / .npy;
-    "tfds:NAME" or a bare tfds NAME."""
+    "folder:DIR"; "tfds:NAME" or a bare tfds NAME."""
     if not isinstance(source, str) or not source:
         raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
     if source == "digits":
         return Source("digits", "digits")
-    for kind in ("npz", "npy", "tfds"):
+    for kind in ("npz", "npy", "folder", "tfds"):
         if source.startswith(kind + ":"):
             return Source(kind, source[len(kind) + 1:])
     for kind in ("npz", "npy"):
@@ -209,21 +216,117 @@ def _load_digits(split: str) -> Arrays:
     return Arrays(np.ascontiguousarray(images[sl]), labels[sl], 16)
 
 
-def _import_tfds():
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+FOLDER_CACHE_VERSION = 1  # bump when the decoding below changes, so old caches are not reused
 
-    # The pipeline only uses TF on the host CPU; keep it off accelerators that JAX owns.
+
+def folder_cache_dir() -> str:
+    """Where image folders are cached as arrays: $DDPM_JAX_CACHE, else $XDG_CACHE_HOME/ddpm_jax, else
+    ~/.cache/ddpm_jax; then folders/."""
+    base = os.environ.get("DDPM_JAX_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ddpm_jax")
+    return os.path.join(base, "folders")
+
+
+def _list_folder(root: str) -> tuple[list[str], list[str] | None]:
+    """(image paths relative to root, sorted; class names or None). Hidden files and folders are skipped.
+    Classes: when no image lies directly in root, each image's label is its first-level subfolder."""
+    paths = []
+    for directory, dirs, files in os.walk(root, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = os.path.relpath(directory, root)
+        paths += [os.path.normpath(os.path.join(rel, f)) for f in files
+                  if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS)]
+    paths.sort()
+    if not paths:
+        raise ValueError(f"image folder {root!r} holds no images (searched recursively for "
+                         f"{', '.join(IMAGE_EXTENSIONS)})")
+    top = [p.split(os.sep)[0] if os.sep in p else None for p in paths]
+    classes = None if None in top else sorted(set(top))
+    return paths, classes
+
+
+def _decode(path: str, size: int) -> np.ndarray:
+    """One image -> uint8 [size, size, C]: EXIF orientation applied, grayscale kept as 1 channel, anything else as
+    RGB (alpha dropped), the largest centred square of the image's aspect cropped and resized (PIL bicubic,
+    antialiased when shrinking; `ImageOps.fit`)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as image:
+        image = ImageOps.exif_transpose(image)
+        image = image.convert("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
+        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+        array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def _load_folder(root: str, split: str, image_size: int | None) -> Arrays:
+    """An image folder, decoded once and cached as an .npz keyed on the file list, sizes, mtimes and image_size."""
+    import concurrent.futures
+    import hashlib
+    import json
+
+    from ddpm_jax import files
+
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root!r} does not exist or is not a directory")
+    if split != "train":
+        raise ValueError(f"{root}: an image folder is one set of images, available as split 'train', not {split!r}")
+    if not isinstance(image_size, (int, np.integer)) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(f"image folder {root!r} needs config.data.image_size, a positive integer (images are "
+                         f"center-cropped and resized to image_size x image_size), got {image_size!r}")
+    root = os.path.abspath(root)
+    paths, classes = _list_folder(root)
+    stats = [os.stat(os.path.join(root, p)) for p in paths]
+    key = json.dumps([FOLDER_CACHE_VERSION, root, int(image_size),
+                      [(p, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats)]])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    cache = os.path.join(folder_cache_dir(), f"{os.path.basename(root) or 'root'}-{image_size}px-{digest}.npz")
+    if not os.path.exists(cache):
+        with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+            decoded = list(pool.map(lambda p: _decode(os.path.join(root, p), int(image_size)), paths))
+        if len({a.shape[-1] for a in decoded}) > 1:  # a mix of grayscale and colour: all as RGB
+            decoded = [np.repeat(a, 3, axis=-1) if a.shape[-1] == 1 else a for a in decoded]
+        out = dict(images=np.stack(decoded))
+        if classes is not None:
+            index = {c: i for i, c in enumerate(classes)}
+            out["labels"] = np.asarray([index[p.split(os.sep)[0]] for p in paths], np.int32)
+        with files.atomic_write(cache, "wb") as f:
+            np.savez(f, **out)
+    return _load_npz(cache, "train")
+
+
+def _import_tfds():
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(f"tfds sources need tensorflow-datasets (in requirements.txt): {e}") from None
+    return tfds
+
+
+def _import_tf(name: str, data_dir: str):
+    """TensorFlow, only for tfds datasets prepared as TFRecord files; kept off the accelerators JAX owns."""
+    try:
+        import tensorflow as tf
+    except ImportError:
+        raise ImportError(
+            f"tfds dataset {name!r} in {data_dir} is prepared as TFRecord files, and reading TFRecords needs "
+            "TensorFlow, which is not installed. Either install it (`pip install -r requirements-tf.txt` or "
+            "`pip install -e .[tf]`), or convert the dataset once to array_record, which is read without "
+            f"TensorFlow: rebuild it with `tfds build NAME --data_dir=DIR --file_format=array_record`, or, where "
+            f"tensorflow and apache-beam are installed, run `tfds convert_format --dataset_version_dir={data_dir} "
+            "--out_file_format=array_record`."
+        ) from None
     try:
         tf.config.set_visible_devices([], "GPU")
         tf.config.set_visible_devices([], "TPU")
     except (RuntimeError, ValueError):  # already initialized, or no such device type
         pass
-    return tf, tfds
+    return tf
 
 
 def _tfds_builder(name: str, data_dir: str | None):
-    _, tfds = _import_tfds()
+    tfds = _import_tfds()
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError:
@@ -249,61 +352,98 @@ def _not_prepared_message(name: str, split: str, builder, data_dir: str | None, 
     return (
         f"tfds dataset {name!r} (split {split!r}) is not available offline: no prepared data in "
         f"{builder.data_dir} (data_dir={base!r}). This pipeline never downloads. To provide it: (1) on a "
-        f"machine with internet run `tfds build {builder.name} --data_dir=DIR` (or "
-        f"`tfds.builder({builder.name!r}, data_dir=DIR).download_and_prepare()`) and copy DIR/{builder.name} "
-        f"into {base}, then pass data_dir; or (2) save uint8 arrays to an .npz (x_train, y_train, x_test, "
-        f"y_test) and use source='npz:/path/file.npz'. (tfds said: {cause})"
+        f"machine with internet run `tfds build {builder.name} --data_dir=DIR --file_format=array_record` (or "
+        f"`tfds.builder({builder.name!r}, data_dir=DIR, file_format='array_record').download_and_prepare()`; "
+        f"array_record is read without TensorFlow) and copy DIR/{builder.name} into {base}, then pass data_dir; "
+        f"or (2) save uint8 arrays to an .npz (x_train, y_train, x_test, y_test) and use "
+        f"source='npz:/path/file.npz'. (tfds said: {cause})"
     )
 
 
+def _celeba_crop(image):
+    """The central 140x140 of an aligned CelebA face [218, 178, 3] (numpy or a TensorFlow tensor)."""
+    top, left = (image.shape[0] - _CELEBA_CROP) // 2, (image.shape[1] - _CELEBA_CROP) // 2
+    return image[top:top + _CELEBA_CROP, left:left + _CELEBA_CROP]
+
+
+def _celeba_resize(images: np.ndarray) -> np.ndarray:
+    """uint8 [B, 140, 140, 3] -> [B, 64, 64, 3]: bilinear with antialiasing, rounded. jax.image.resize computes
+    TensorFlow's `tf.image.resize(..., antialias=True)` (the same scale_and_translate kernel)."""
+    import jax
+
+    out = []
+    for part in np.array_split(images, -(-len(images) // 512)):
+        x = jax.image.resize(part.astype(np.float32), (len(part), _CELEBA_SIZE, _CELEBA_SIZE, part.shape[3]),
+                             "bilinear", antialias=True)
+        out.append(np.clip(np.round(np.asarray(x)), 0, 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+_CHUNK = 4096  # examples read at a time
+
+
+def _array_record_chunks(builder, split: str, keys: tuple[str, ...], crop):
+    """{key: stacked numpy} chunks of an array_record-prepared split, through `as_data_source` (no TensorFlow)."""
+    source = builder.as_data_source(split=split)
+    for start in range(0, len(source), _CHUNK):
+        examples = [source[i] for i in range(start, min(start + _CHUNK, len(source)))]
+        yield {k: np.stack([crop(ex[k]) if k == "image" else ex[k] for ex in examples]) for k in keys}
+
+
+def _tfrecord_chunks(builder, split: str, keys: tuple[str, ...], crop, name: str):
+    """{key: stacked numpy} chunks of a TFRecord-prepared split, through `as_dataset` (needs TensorFlow)."""
+    tf = _import_tf(name, builder.data_dir)
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    ds = ds.map(lambda ex: {k: crop(ex[k]) if k == "image" else ex[k] for k in keys},
+                num_parallel_calls=tf.data.AUTOTUNE)
+    yield from _import_tfds().as_numpy(ds.batch(_CHUNK))
+
+
 def _load_tfds(name: str, split: str, data_dir: str | None) -> Arrays:
-    tf, tfds = _import_tfds()
+    """Array_record-prepared datasets are read without TensorFlow; TFRecord-prepared ones need it."""
+    tfds = _import_tfds()
     builder = _tfds_builder(name, data_dir)
-    has_label = "label" in builder.info.features
+    keys = ("image", "label") if "label" in builder.info.features else ("image",)
+    celeba = builder.name == "celeb_a"
+    crop = _celeba_crop if celeba else (lambda image: image)
+    images, labels = [], []
     try:
-        ds = builder.as_dataset(split=split, shuffle_files=False)
+        if builder.info.file_format == tfds.core.FileFormat.ARRAY_RECORD:
+            chunks = _array_record_chunks(builder, split, keys, crop)
+        else:
+            chunks = _tfrecord_chunks(builder, split, keys, crop, name)
+        for chunk in chunks:
+            images.append(_celeba_resize(chunk["image"]) if celeba else chunk["image"])
+            if "label" in keys:
+                labels.append(chunk["label"])
     except Exception as e:  # noqa: BLE001 - unprepared data shows up as AssertionError / various
         if builder.is_prepared():
             raise
         raise DatasetNotFoundError(
             _not_prepared_message(name, split, builder, data_dir, f"{type(e).__name__}: {str(e)[:200]}")
         ) from None
-
-    celeba = builder.name == "celeb_a"
-
-    def select(ex):
-        image = ex["image"]
-        if celeba:
-            h, w = tf.shape(image)[0], tf.shape(image)[1]
-            image = image[(h - _CELEBA_CROP) // 2:(h - _CELEBA_CROP) // 2 + _CELEBA_CROP,
-                          (w - _CELEBA_CROP) // 2:(w - _CELEBA_CROP) // 2 + _CELEBA_CROP]
-            image = tf.image.resize(image, [_CELEBA_SIZE, _CELEBA_SIZE], method="bilinear", antialias=True)
-            image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-        out = {"image": image}
-        if has_label:
-            out["label"] = tf.cast(ex["label"], tf.int32)
-        return out
-
-    ds = ds.map(select, num_parallel_calls=tf.data.AUTOTUNE).batch(4096)
-    images, labels = [], []
-    for b in tfds.as_numpy(ds):
-        images.append(b["image"])
-        if has_label:
-            labels.append(b["label"])
     if not images:
         raise ValueError(f"tfds dataset {name!r} split {split!r} is empty")
-    return _check_arrays(np.concatenate(images), np.concatenate(labels) if has_label else None,
+    return _check_arrays(np.concatenate(images), np.concatenate(labels) if labels else None,
                          f"tfds {name!r} split {split!r}")
 
 
-def load_arrays(source: str, split: str = "train", *, data_dir: str | None = None) -> Arrays:
+def load_arrays(source: str, split: str = "train", *, data_dir: str | None = None,
+                image_size: int | None = None) -> Arrays:
     """Load one split of a source into host memory (see the module docstring for the sources).
 
+    `image_size` (config.data.image_size): the side that images of a "folder:" source are cropped and resized
+    to; required for those, an error for any other source (they keep their own size).
     Returns Arrays(images uint8 [N, H, W, C], labels int32 [N] or None, max_value).
     Raises ValueError for an unknown source or malformed arrays, DatasetNotFoundError (a ValueError) for a
     tfds dataset that is not prepared in `data_dir`.
     """
     kind, location = parse_source(source)
+    if kind == "folder":
+        return _load_folder(location, split, image_size)
+    if image_size is not None:
+        raise ValueError(f"config.data.image_size={image_size!r} applies only to image folders ('folder:/path'); "
+                         f"source {source!r} keeps its own image size: set image_size to None")
     if kind == "digits":
         return _load_digits(split)
     if kind == "npz":
@@ -313,12 +453,14 @@ def load_arrays(source: str, split: str = "train", *, data_dir: str | None = Non
     return _load_tfds(location, split, data_dir)
 
 
-def image_shape(source: str, *, data_dir: str | None = None) -> tuple[int, int, int]:
+def image_shape(source: str, *, data_dir: str | None = None, image_size: int | None = None) -> tuple[int, int, int]:
     """(H, W, C) of the images a source yields, e.g. for building the model.
 
-    For tfds names this reads only the dataset metadata (no data needed); local files are read.
+    For tfds names this reads only the dataset metadata (no data needed); local files and folders are read.
     """
     kind, location = parse_source(source)
+    if kind == "folder" or image_size is not None:
+        return tuple(int(s) for s in load_arrays(source, data_dir=data_dir, image_size=image_size).images.shape[1:])
     if kind == "digits":
         return (8, 8, 1)
     if kind == "tfds":
@@ -363,6 +505,7 @@ class Pipeline:
         split: str = "train",
         random_flip: bool = False,
         data_dir: str | None = None,
+        image_size: int | None = None,
         state: Mapping[str, Any] | None = None,
         num_devices: int | None = None,
         process_index: int | None = None,
@@ -384,7 +527,8 @@ class Pipeline:
                 f"({process_count} process(es) x {num_devices} local devices); use a positive multiple of "
                 f"{total_devices}"
             )
-        self.arrays = source if isinstance(source, Arrays) else load_arrays(source, split, data_dir=data_dir)
+        self.arrays = source if isinstance(source, Arrays) else load_arrays(
+            source, split, data_dir=data_dir, image_size=image_size)
         self.num_examples = int(self.arrays.images.shape[0])
         self.global_batch_size = int(global_batch_size)
         self.seed = int(seed)
@@ -540,7 +684,7 @@ class Pipeline:
 
 def make_iterator(source: str | Arrays, **kwargs: Any) -> Pipeline:
     """The input pipeline for `source` (a source string or loaded `Arrays`); keyword arguments as `Pipeline`:
-    global_batch_size, seed, split, random_flip, data_dir, state (a position from `Pipeline.state()` to resume
+    global_batch_size, seed, split, random_flip, data_dir, image_size, state (a position from `Pipeline.state()` to resume
     from), num_devices / process_index / process_count (default: this process's, from `parallel`), prefetch.
     """
     return Pipeline(source, **kwargs)

@@ -72,7 +72,8 @@ def evaluate(
       num_samples: samples for the sample metrics (ignored without a feature network; 0 skips them).
       sampler, num_steps, spacing, eta: any of `sampling.SAMPLERS` with its settings (see `configs.sampler_options`);
         None: the run's config.sample values.
-      feature_net: "classifier:DIR", "inception:WEIGHTS.npz", a metrics.FeatureNetwork, or None for bits/dim only.
+      feature_net: "classifier:DIR", "inception:WEIGHTS.npz", "inception:packaged", a metrics.FeatureNetwork, or None
+        for bits/dim only.
       bpd_examples: images of `split` for bits/dim (the first ones); None: all; 0: skip bits/dim.
       split: the split for bits/dim (and the reference set unless `ref_split`).
       ref_split: the reference split for FID/KID/precision-recall (default: `split`).
@@ -102,6 +103,7 @@ def evaluate(
     run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides)
     config, model, sched, params, step = run.config, run.model, run.sched, run.params, run.step
     source, data_dir = config.data.source, config.data.get("data_dir", None)
+    image_size = config.data.get("image_size", None)
     ref_split = ref_split or split
     rng = jax.random.PRNGKey(seed)
     options = configs.sampler_options(config, sampler, num_steps, spacing, eta)
@@ -124,7 +126,7 @@ def evaluate(
 
     def arrays(which: str) -> data.Arrays:
         if which not in cache:
-            cache[which] = data.load_arrays(source, which, data_dir=data_dir)
+            cache[which] = data.load_arrays(source, which, data_dir=data_dir, image_size=image_size)
         return cache[which]
 
     # Bits/dim first: it fails fast (non-finite terms) before the sampling.
@@ -186,7 +188,7 @@ def evaluate(
         t0 = time.perf_counter()
         stats, real_features, ref_info = reference_features(
             network, source, ref_split, num_samples, stats_dir or default_stats_dir(workdir), data_dir=data_dir,
-            arrays=cache.get(ref_split))
+            image_size=image_size, arrays=cache.get(ref_split))
         walls["reference"] = time.perf_counter() - t0
         report["dataset"].update(ref_info)
         t0 = time.perf_counter()
@@ -215,7 +217,8 @@ def format_table(report: dict) -> str:
 
     if "fid" in m:
         row("FID", m["fid"])
-        row("IS", m["is"], m["is_std"])
+        if "is" in m:  # not from a features-only network
+            row("IS", m["is"], m["is_std"])
         row("KID", m["kid"], m["kid_std"])
         row("precision", m["precision"])
         row("recall", m["recall"])

@@ -47,18 +47,21 @@ def reference_features(
     stats_dir: str,
     *,
     data_dir: str | None = None,
+    image_size: int | None = None,
     arrays: data.Arrays | None = None,
 ) -> tuple[metrics.RunningStats, np.ndarray, dict]:
     """(FID statistics of the whole split, features [n, D] of a fixed subset of n = min(N, num_features) images,
     info) for a dataset split, cached in `stats_dir` (see the module docstring). `arrays` (the loaded split) are
     used when given; otherwise the split is loaded only if a cache is missing."""
-    base = os.path.join(stats_dir, f"{_slug(_dataset_tag(source))}_{_slug(split)}_{_slug(network.name)}")
+    tag = _dataset_tag(source) + (f"-{image_size}px" if image_size is not None else "")
+    base = os.path.join(stats_dir, f"{_slug(tag)}_{_slug(split)}_{_slug(network.name)}")
     stats_path = base + ".npz"
     loaded = {}
 
     def split_arrays() -> data.Arrays:
         if "arrays" not in loaded:
-            loaded["arrays"] = arrays if arrays is not None else data.load_arrays(source, split, data_dir=data_dir)
+            loaded["arrays"] = arrays if arrays is not None else data.load_arrays(
+                source, split, data_dir=data_dir, image_size=image_size)
         return loaded["arrays"]
 
     collected = []
@@ -104,6 +107,6 @@ def _dataset_tag(source: str) -> str:
 
     tag = classifier.dataset_tag(source)
     kind, location = data.parse_source(source)
-    if kind in ("npz", "npy"):
+    if kind in ("npz", "npy", "folder"):
         return tag + "-" + hashlib.sha256(os.path.abspath(location).encode()).hexdigest()[:8]
     return tag

@@ -45,7 +45,8 @@ class Run(NamedTuple):
 
     def image_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of the run's data (reads the data source's metadata)."""
-        return data.image_shape(self.config.data.source, data_dir=self.config.data.get("data_dir", None))
+        d = self.config.data
+        return data.image_shape(d.source, data_dir=d.get("data_dir", None), image_size=d.get("image_size", None))
 
 
 def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrides: Sequence[str] = ()) -> Run:

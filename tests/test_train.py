@@ -8,8 +8,8 @@ import signal
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
+from conftest import mock_tfds_array_record
 from ddpm_jax import checkpoint, configs, data, train
 
 TINY = [
@@ -69,7 +69,7 @@ def test_one_step_on_mock_tfds_mnist(tmp_path):
                          "--config.model.attn_resolutions=(14,)", "--config.train.num_steps=1",
                          "--config.train.checkpoint_every=1", "--config.train.sample_every=1",
                          "--config.sample.num_images=8")
-    with tfds.testing.mock_data(num_examples=32):
+    with mock_tfds_array_record(num_examples=32):  # read as array_record: no TensorFlow needed
         result = train.train_and_evaluate(config, str(tmp_path), progress=False)
     assert result["step"] == 1 and np.isfinite(result["metrics"]["loss"])
     assert os.path.exists(tmp_path / "samples" / "step_0000001.png")
@@ -226,3 +226,20 @@ def test_mixed_precision_and_remat_steps_match_float32():
     assert all(p.dtype == np.float32 for p in jax.tree_util.tree_leaves(params16))
     assert losses16[2] != losses32[2] and losses16[2] == pytest.approx(losses32[2], rel=2e-2)
     assert delta16 @ delta32 / np.linalg.norm(delta16) / np.linalg.norm(delta32) > 0.9   # the same updates
+
+
+def test_two_steps_on_an_image_folder(tmp_path, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setenv("DDPM_JAX_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        os.makedirs(tmp_path / "images" / str(i % 2), exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (12, 10, 3), dtype=np.uint8)).save(tmp_path / "images" / str(i % 2)
+                                                                                / f"{i}.png")
+    config = tiny_config(f"--config.data.source=folder:{tmp_path / 'images'}", "--config.data.image_size=8",
+                         "--config.train.num_steps=2", "--config.model.num_classes=2")
+    result = train.train_and_evaluate(config, str(tmp_path / "run"), progress=False)
+    assert result["step"] == 2 and np.isfinite(result["metrics"]["loss"])
+    params, _ = checkpoint.restore_params(str(tmp_path / "run"))
+    assert params["params"]["conv_in"]["kernel"].shape == (3, 3, 3, 32)

@@ -25,8 +25,12 @@ from ddpm_jax.metrics.inception import (
     fid_inception_params_from_state_dict,
     inception_feature_network,
     init_fid_inception,
+    PACKAGED_INCEPTION_NAME,
     load_fid_inception_params,
+    load_packaged_inception_params,
     preprocess,
+    read_torchscript_tensors,
+    state_dict_from_tf_names,
 )
 from ddpm_jax.metrics.inception_score import inception_score
 from ddpm_jax.metrics.kid import kid, mmd2_unbiased
@@ -37,5 +41,6 @@ __all__ = [
     "RunningStats", "frechet_distance", "load_stats", "trace_sqrt_product",
     "FID_INCEPTION_NAME", "FIDInceptionV3", "export_fid_inception_params", "fid_inception_params_from_state_dict",
     "inception_feature_network", "init_fid_inception", "load_fid_inception_params", "preprocess",
+    "PACKAGED_INCEPTION_NAME", "load_packaged_inception_params", "read_torchscript_tensors", "state_dict_from_tf_names",
     "inception_score", "kid", "mmd2_unbiased", "knn_radii", "precision_recall",
 ]

