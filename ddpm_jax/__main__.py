@@ -1,5 +1,5 @@
-"""The command line: python -m ddpm_jax {train,sample,evaluate,train-classifier,plots} ... (thin: it parses and
-calls library functions).
+"""The command line: python -m ddpm_jax {train,sample,img2img,inpaint,evaluate,train-classifier,plots,forecast}
+... (thin: it parses and calls library functions).
 
     python -m ddpm_jax train --config experiments/digits.py --workdir runs/digits [--config.train.batch_size=64]
     python -m ddpm_jax sample --workdir runs/digits --num 64 --sampler ddim --steps 50 --eta 0 --out grid.png
