@@ -1,5 +1,5 @@
-"""The command line: python -m ddpm_jax {train,sample,evaluate,train-classifier,plots} ... (thin: it parses and
-calls library functions).
+"""The command line: python -m ddpm_jax {train,sample,img2img,inpaint,evaluate,train-classifier,plots,forecast}
+... (thin: it parses and calls library functions).
 
     python -m ddpm_jax train --config experiments/digits.py --workdir runs/digits [--config.train.batch_size=64]
     python -m ddpm_jax sample --workdir runs/digits --num 64 --sampler ddim --steps 50 --eta 0 --out grid.png
@@ -7,6 +7,7 @@ calls library functions).
     python -m ddpm_jax evaluate --workdir runs/digits --num-samples 10000 --sampler ddim --steps 100 \
         --feature-net classifier:runs/classifier_digits [--bpd-examples 1000] [--split test]
     python -m ddpm_jax plots --out-dir pictures [--workdir runs/digits]
+    python -m ddpm_jax forecast --workdir runs/forecast_co2 --out forecast.npz [--num-samples 100]
 """
 
 from __future__ import annotations
@@ -182,6 +183,44 @@ def _plots(args, overrides):
     return 0
 
 
+def _forecast(args, overrides):
+    import json
+
+    import jax
+    import numpy as np
+
+    from ddpm_jax import configs, files, forecasting, runs, validation, viz
+
+    validation.check_count("--num-samples", args.num_samples)
+    validation.check_count("--resample", args.resample)
+    _check_sampler_args(args)
+    if not args.out.endswith(".npz"):
+        raise ValueError(f"--out {args.out!r}: forecasts are written as .npz; give a path ending in .npz")
+    files.check_writable(os.path.dirname(os.path.abspath(args.out)), "the forecasts, fan charts and scores go there")
+    run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
+    start = time.perf_counter()
+    result = configs.forecast(run.config, run.params, jax.random.PRNGKey(args.seed), args.num_samples,
+                              sampler=args.sampler, num_steps=args.steps, spacing=args.spacing, eta=args.eta,
+                              resample=args.resample)
+    seconds = time.perf_counter() - start
+    report = forecasting.evaluate(result["context"], result["target"], result["samples"], result["period"],
+                                  classical=not args.no_classical, seed=args.seed)
+    squeeze = result["samples"].shape[-1] == 1  # a univariate series: [N, L], [N, H], [N, S, H]
+    arrays = {k: (v[..., 0] if squeeze else v) for k, v in result.items() if k != "period"}
+    with files.atomic_write(args.out, "wb") as f:
+        np.savez(f, period=np.int32(result["period"]), **arrays)
+    stem = os.path.splitext(args.out)[0]
+    n = len(result["context"])
+    viz.save_fan_charts(stem + ".png", result["context"], result["target"], result["samples"],
+                        windows=sorted({0, n // 3, 2 * n // 3, n - 1}))
+    files.write_text(stem + ".json", json.dumps(dict(step=run.step, num_samples=args.num_samples, windows=n,
+                                                     sampling_seconds=seconds, scores=report), indent=2))
+    print(forecasting.format_table(report))
+    print(f"{n} windows x {args.num_samples} samples in {seconds:.1f}s (compile included), step {run.step}: "
+          f"{args.out}, {stem}.png (fan charts), {stem}.json (scores)")
+    return 0
+
+
 SAMPLER_HELP = ("ancestral (all T steps), ddim, euler, heun, dpm++2m, dpm++3m, dpm++2m-sde, unipc; default: the "
                 "config's")
 
@@ -287,6 +326,19 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace a classifier already in --workdir")
 
+    p = sub.add_parser("forecast", help="probabilistic forecasts of every test window of a series run: .npz, fan "
+                       "charts and scores (CRPS, MAE, coverage) against naive, seasonal-naive and ETS forecasts")
+    p.add_argument("--workdir", required=True, help="a run trained on a series (experiments/forecast_*.py)")
+    p.add_argument("--out", required=True, help=".npz of context [N, L(, C)], target [N, H(, C)], samples "
+                   "[N, S, H(, C)] in the data's units and period; the fan charts (.png) and scores (.json) beside it")
+    p.add_argument("--num-samples", type=int, default=100, help="samples per window (S)")
+    p.add_argument("--step", type=int, default=None, help=STEP_HELP)
+    _sampler_arguments(p, default_steps=None)
+    p.add_argument("--resample", type=int, default=1, help="RePaint's U (needs --sampler ddim or ancestral)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-classical", action="store_true", help="skip the ETS baseline (a fit per window)")
+    p.add_argument("--raw-params", action="store_true", help="use the raw params instead of the EMA")
+
     p = sub.add_parser("plots", help="the tutorial views: schedules, the forward process, a reverse trajectory")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--workdir", default=None, help="a run: its data for the forward strip, its EMA model for "
@@ -301,7 +353,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "train-classifier": _train_classifier,
-                    "plots": _plots, "img2img": _edit, "inpaint": _edit}
+                    "plots": _plots, "img2img": _edit, "inpaint": _edit, "forecast": _forecast}
         return handlers[args.command](args, overrides)
     except (ValueError, OSError) as e:  # OSError: a file not found, a full disk (CheckpointWriteError), ...
         print(f"error: {e}", file=sys.stderr)

@@ -14,12 +14,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from ddpm_jax import functional, sampling, schedules, validation, vdm
+from ddpm_jax import data, forecasting, functional, sampling, schedules, series, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.unet import UNet
+from ddpm_jax.models.unet1d import UNet1D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 OBJECTIVES = ("ddpm", "vdm")
+ARCHITECTURES = {"unet": UNet, "unet1d": UNet1D}  # config.model.arch: images [B, H, W, C], sequences [B, L, C]
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -64,12 +66,27 @@ def objective(config: ml_collections.ConfigDict) -> str:
     return name
 
 
+def data_options(config: ml_collections.ConfigDict) -> dict:
+    """Keyword arguments of `data.load_arrays` and `data.image_shape` from config.data: data_dir, the image_size
+    of an image folder, and the window (context, horizon, test_size) of a series source."""
+    window = config.data.get("window", None)
+    return dict(data_dir=config.data.get("data_dir", None), image_size=config.data.get("image_size", None),
+                window=None if window is None else window.to_dict())
+
+
+def data_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """The shape of one example of config.data: (H, W, C) for images, (context + horizon, C) for series."""
+    return data.image_shape(config.data.source, **data_options(config))
+
+
 def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM:
-    """The U-Net of config.model; learn_sigma follows config.diffusion.variance == "learned_range". With
-    config.diffusion.objective = "vdm", a `vdm.VDM` around that U-Net."""
+    """The U-Net of config.model (config.model.arch, default "unet": `ARCHITECTURES`); learn_sigma follows
+    config.diffusion.variance == "learned_range". With config.diffusion.objective = "vdm", a `vdm.VDM` around
+    that U-Net."""
     m = config.model
     validation.check_choice("model dtype", m.get("dtype", "float32"), tuple(DTYPES))
-    net = UNet(
+    validation.check_choice("model architecture (config.model.arch)", m.get("arch", "unet"), tuple(ARCHITECTURES))
+    net = ARCHITECTURES[m.get("arch", "unet")](
         ch=m.ch,
         ch_mult=tuple(m.ch_mult),
         num_res_blocks=m.num_res_blocks,
@@ -192,6 +209,40 @@ def sample(
         progress=progress,
         **options,
     )
+
+
+def forecast(
+    config: ml_collections.ConfigDict,
+    params,
+    rng,
+    num_samples: int,
+    *,
+    sampler: str | None = None,
+    num_steps: int | None = None,
+    spacing: str | None = None,
+    eta: float | None = None,
+    resample: int = 1,
+) -> dict:
+    """Forecasts of every test window of a series run (config.data.source "series:NAME", config.data.window), by
+    inpainting the horizon (`forecasting.forecast`; sampler settings as `sample`, `resample` RePaint's U).
+
+    Returns dict(context float64 [N, L, C], target [N, H, C], samples [N, S, H, C], all in the data's units, and
+    period: config.data.period, the season of the seasonal-naive baseline, 0 if none).
+    """
+    validation.check_count("num_samples", num_samples)
+    kind, name = data.parse_source(config.data.source)
+    if kind != "series" or config.data.get("window", None) is None:
+        raise ValueError(f"forecast needs a run trained on a series (config.data.source 'series:NAME' and "
+                         f"config.data.window); this run's source is {config.data.source!r}")
+    window = data_options(config)["window"]
+    windows = series.load_windows(name, "test", **window)
+    length, horizon = window["context"], window["horizon"]
+    model = create_model(config)
+    scaled = forecasting.forecast(functional.bind(model.apply, params), create_schedule(config, params), rng,
+                                  windows.scaled[:, :length], horizon=horizon, num_samples=num_samples,
+                                  resample=resample, **sampler_options(config, sampler, num_steps, spacing, eta))
+    return dict(context=windows.values[:, :length], target=windows.values[:, length:],
+                samples=scaled * windows.scale[:, None] + windows.loc[:, None], period=config.data.get("period", 0))
 
 
 # ---------------------------------------------------------------- config files and overrides

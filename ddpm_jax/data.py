@@ -32,6 +32,10 @@ Sources (the `source` string):
   recursively, center-cropped and resized to image_size x image_size; labels from first-level class subfolders
   when no image lies directly in the folder; split ``"train"`` only; cached as an .npz (`folder_cache_dir`)
   keyed on the file list, sizes, mtimes and image_size. Details in docs/data.md.
+* a time series: ``"series:co2"``, ``"series:elnino"`` (bundled with statsmodels) or ``"series:/path/file.npy"``,
+  cut into windows of ``window = dict(context=L, horizon=H, test_size=S)`` (`ddpm_jax.series`): float32
+  [N, L + H, C], each window scaled by its context; split ``"train"`` / ``"test"`` in time, without overlap.
+  Batches then hold ``"image": float32 [num_devices, per_device_batch, L + H, C]`` (no labels, no flips).
 
 Order, randomness and resuming. The whole dataset (all hosts together) is read as one endless stream:
 epoch e is the permutation ``np.random.default_rng([seed, e]).permutation(N)``, epochs are concatenated,
@@ -73,9 +77,10 @@ class DatasetNotFoundError(ValueError):
 class Arrays(NamedTuple):
     """A dataset split in host memory.
 
-    images: uint8 [N, H, W, C], values 0..max_value.
+    images: uint8 [N, H, W, C], values 0..max_value; or float32 [N, L, C] already in the model's units (series
+      windows, used as they are).
     labels: int32 [N], or None when the source has no labels.
-    max_value: the pixel value that maps to +1 (255 for ordinary images, 16 for "digits").
+    max_value: the pixel value that maps to +1 (255 for ordinary images, 16 for "digits"; unused for float32).
     """
 
     images: np.ndarray
@@ -118,12 +123,14 @@ def _accepted_sources() -> str:
     return (
         f"built-in names {', '.join(repr(n) for n in BUILTIN_DATASETS)}; any tensorflow-datasets name with an "
         "'image' feature (optionally written 'tfds:NAME'); a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'; "
-        "or an image folder 'folder:/path' (with config.data.image_size)"
+        "an image folder 'folder:/path' (with config.data.image_size); or a time series 'series:NAME' (co2, elnino, "
+        "or a path to an .npy)"
     )
 
 
 class Source(NamedTuple):
-    """A parsed source string: kind "digits" | "npz" | "npy" | "folder" | "tfds", and the path or tfds name."""
+    """A parsed source string: kind "digits" | "npz" | "npy" | "folder" | "tfds" | "series", and the path, tfds
+    name or series name."""
 
     kind: str
     location: str
@@ -131,12 +138,12 @@ class Source(NamedTuple):
 
 def parse_source(source: str) -> Source:
     """The one parser of source strings: "digits"; "npz:PATH" / "npy:PATH" or a bare path ending in .npz / .npy;
-    "folder:DIR"; "tfds:NAME" or a bare tfds NAME."""
+    "folder:DIR"; "tfds:NAME" or a bare tfds NAME; "series:NAME"."""
     if not isinstance(source, str) or not source:
         raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
     if source == "digits":
         return Source("digits", "digits")
-    for kind in ("npz", "npy", "folder", "tfds"):
+    for kind in ("npz", "npy", "folder", "tfds", "series"):
         if source.startswith(kind + ":"):
             return Source(kind, source[len(kind) + 1:])
     for kind in ("npz", "npy"):
@@ -429,16 +436,23 @@ def _load_tfds(name: str, split: str, data_dir: str | None) -> Arrays:
 
 
 def load_arrays(source: str, split: str = "train", *, data_dir: str | None = None,
-                image_size: int | None = None) -> Arrays:
+                image_size: int | None = None, window: Mapping[str, int] | None = None) -> Arrays:
     """Load one split of a source into host memory (see the module docstring for the sources).
 
     `image_size` (config.data.image_size): the side that images of a "folder:" source are cropped and resized
     to; required for those, an error for any other source (they keep their own size).
-    Returns Arrays(images uint8 [N, H, W, C], labels int32 [N] or None, max_value).
+    Returns Arrays(images uint8 [N, H, W, C], labels int32 [N] or None, max_value); for a series source, the
+    scaled windows float32 [N, context + horizon, C] of `window` = dict(context, horizon, test_size).
     Raises ValueError for an unknown source or malformed arrays, DatasetNotFoundError (a ValueError) for a
     tfds dataset that is not prepared in `data_dir`.
     """
     kind, location = parse_source(source)
+    if kind == "series":
+        from ddpm_jax import series
+
+        return Arrays(series.load_windows(location, split, **_window(source, window)).scaled, None, 1)
+    if window is not None:
+        raise ValueError(f"a window (config.data.window) applies to series sources ('series:NAME'), not {source!r}")
     if kind == "folder":
         return _load_folder(location, split, image_size)
     if image_size is not None:
@@ -453,12 +467,27 @@ def load_arrays(source: str, split: str = "train", *, data_dir: str | None = Non
     return _load_tfds(location, split, data_dir)
 
 
-def image_shape(source: str, *, data_dir: str | None = None, image_size: int | None = None) -> tuple[int, int, int]:
-    """(H, W, C) of the images a source yields, e.g. for building the model.
+def _window(source: str, window: Mapping[str, int] | None) -> dict[str, int]:
+    fields = ("context", "horizon", "test_size")
+    if window is None or set(window) != set(fields):
+        raise ValueError(f"series source {source!r} needs a window: dict(context=L, horizon=H, test_size=S) (steps; "
+                         f"config.data.window), got {None if window is None else dict(window)}")
+    return {k: int(window[k]) for k in fields}
 
-    For tfds names this reads only the dataset metadata (no data needed); local files and folders are read.
+
+def image_shape(source: str, *, data_dir: str | None = None, image_size: int | None = None,
+                window: Mapping[str, int] | None = None) -> tuple[int, ...]:
+    """(H, W, C) of the images a source yields, e.g. for building the model; (context + horizon, C) of a series'
+    windows.
+
+    For tfds names this reads only the dataset metadata (no data needed); local files, folders and series are read.
     """
     kind, location = parse_source(source)
+    if kind == "series":
+        from ddpm_jax import series
+
+        w = _window(source, window)
+        return (w["context"] + w["horizon"], series.load_series(location).shape[1])
     if kind == "folder" or image_size is not None:
         return tuple(int(s) for s in load_arrays(source, data_dir=data_dir, image_size=image_size).images.shape[1:])
     if kind == "digits":
@@ -529,6 +558,9 @@ class Pipeline:
             )
         self.arrays = source if isinstance(source, Arrays) else load_arrays(
             source, split, data_dir=data_dir, image_size=image_size)
+        if random_flip and self.arrays.images.ndim != 4:
+            raise ValueError(f"random_flip mirrors images [N, H, W, C]; these data have shape "
+                             f"{self.arrays.images.shape}: set config.data.random_flip = False")
         self.num_examples = int(self.arrays.images.shape[0])
         self.global_batch_size = int(global_batch_size)
         self.seed = int(seed)
@@ -550,7 +582,7 @@ class Pipeline:
 
     # -- pure part: batch as a function of the position ---------------------------------------------------
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def image_shape(self) -> tuple[int, ...]:
         return tuple(int(s) for s in self.arrays.images.shape[1:])
 
     @property
@@ -588,7 +620,9 @@ class Pipeline:
         if flip.any():
             images[flip] = images[flip, :, ::-1]
         shape = (self.num_devices, self.per_device_batch_size)
-        batch = {"image": to_float(images, self.arrays.max_value).reshape(shape + images.shape[1:])}
+        if images.dtype != np.float32:
+            images = to_float(images, self.arrays.max_value)
+        batch = {"image": images.reshape(shape + images.shape[1:])}
         if self.arrays.labels is not None:
             batch["label"] = self.arrays.labels[idx].reshape(shape)
         return batch

@@ -18,14 +18,14 @@ from typing import Any, NamedTuple, Sequence
 
 import ml_collections
 
-from ddpm_jax import checkpoint, configs, data, functional, schedules, validation
+from ddpm_jax import checkpoint, configs, functional, schedules, validation
 from ddpm_jax.files import check_writable, write_text
 from ddpm_jax.models.unet import UNet
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "train.lock"
 # Sections whose change makes a checkpoint mean something else (another model shape, another process).
-COMPATIBILITY_KEYS = ("model", "diffusion", "data.source")
+COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window")
 
 
 class Run(NamedTuple):
@@ -43,10 +43,9 @@ class Run(NamedTuple):
         """model_fn(x_t, t[, y]) over the params, as a pytree (`functional.bind`)."""
         return functional.bind(self.model.apply, self.params)
 
-    def image_shape(self) -> tuple[int, int, int]:
-        """(H, W, C) of the run's data (reads the data source's metadata)."""
-        d = self.config.data
-        return data.image_shape(d.source, data_dir=d.get("data_dir", None), image_size=d.get("image_size", None))
+    def image_shape(self) -> tuple[int, ...]:
+        """(H, W, C) of the run's data, (context + horizon, C) for a series (reads the data source's metadata)."""
+        return configs.data_shape(self.config)
 
 
 def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrides: Sequence[str] = ()) -> Run:
@@ -109,7 +108,7 @@ def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> Non
     """Save the config in the run directory, or check that the one there is compatible.
 
     Raises ValueError naming the differing fields when `workdir` holds a run of another model or process
-    (config.model, config.diffusion, config.data.source); other fields (steps, logging, batch size) may change.
+    (config.model, config.diffusion, config.data.source and .window); other fields (steps, logging, batch size) may change.
     The config of a run that wrote no checkpoint yet (one stopped by an error) is replaced.
     """
     path = os.path.join(workdir, CONFIG_FILE)

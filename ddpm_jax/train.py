@@ -226,8 +226,7 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
         global_batch_size=t_cfg.batch_size, seed=config.seed, random_flip=config.data.random_flip,
         data_dir=config.data.get("data_dir", None), num_devices=len(devices),
     )
-    arrays = data.load_arrays(config.data.source, "train", data_dir=config.data.get("data_dir", None),
-                              image_size=config.data.get("image_size", None))
+    arrays = data.load_arrays(config.data.source, "train", **configs.data_options(config))
     image_shape = arrays.images.shape[1:]
     model = configs.create_model(config)
     if model.num_classes is not None:

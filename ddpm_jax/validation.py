@@ -100,7 +100,7 @@ def validate_config(config, *, training: bool = True) -> None:
     """Refuse the config values no run can mean and warn once about suspicious ones, before anything loads or
     compiles. `training=False` skips config.train (for sampling from a trained run)."""
     # Imported here: these modules import this one for check_choice.
-    from ddpm_jax import configs, diffusion, losses, sampling, schedules, train
+    from ddpm_jax import configs, data, diffusion, losses, sampling, schedules, train
 
     m, d, s = config.model, config.diffusion, config.sample
     check_choice("model dtype (config.model.dtype)", m.get("dtype", "float32"), tuple(configs.DTYPES))
@@ -119,8 +119,32 @@ def validate_config(config, *, training: bool = True) -> None:
     check_count("config.sample.num_images", s.num_images)
     if s.get("per_device_batch", None) is not None:
         check_count("config.sample.per_device_batch", s.per_device_batch)
+    if data.parse_source(config.data.source).kind == "series":
+        _validate_series(config)
     if training:
         _validate_train(config.train, train)
+
+
+def _validate_series(config) -> None:
+    """A series run: a window whose length the U-Net can halve, no image grids, no flips."""
+    window = config.data.get("window", None)
+    fields = ("context", "horizon", "test_size")
+    if window is None or set(window.keys()) != set(fields):
+        raise ValueError(f"a series source ({config.data.source!r}) needs config.data.window = dict(context=L, "
+                         f"horizon=H, test_size=S) (steps), got {None if window is None else window.to_dict()}.")
+    check_count("config.data.window.context", window.context, 2)
+    check_count("config.data.window.horizon", window.horizon)
+    check_count("config.data.window.test_size", window.test_size)
+    check_count("config.data.period", config.data.get("period", 0), 0)
+    halvings = len(config.model.ch_mult) - 1
+    width = window.context + window.horizon
+    if width % 2 ** halvings:
+        raise ValueError(f"the window, context + horizon = {window.context} + {window.horizon} = {width} steps, "
+                         f"cannot be halved {halvings} times by the U-Net (config.model.ch_mult = "
+                         f"{tuple(config.model.ch_mult)}): make it a multiple of {2 ** halvings}, or use fewer levels.")
+    if config.train.get("sample_every", 0) or config.data.random_flip:
+        raise ValueError("a series run draws no image grids and flips nothing: set config.train.sample_every = 0 and "
+                         "config.data.random_flip = False.")
 
 
 def _validate_train(t, train) -> None:

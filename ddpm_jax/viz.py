@@ -437,6 +437,28 @@ def plot_schedules(
     return _write_png(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
 
 
+def save_fan_charts(path, context, target, samples, *, windows: Sequence[int] = (0,), dpi: int = 100) -> Path:
+    """Fan charts of forecasts, one panel per window in `windows`: the context, the target (dashed), the median
+    of the samples and their central 50% and 90% intervals (shaded). context [N, L, C], target [N, H, C],
+    samples [N, S, H, C] (the first variable is drawn). PNG; returns `path` as a pathlib.Path."""
+    context, target, samples = (np.asarray(a, np.float64) for a in (context, target, samples))
+    length, horizon = context.shape[1], target.shape[1]
+    fig, axes = _figure(4.2 * len(windows), 3.2, ncols=len(windows))
+    past, future = np.arange(length), np.arange(length, length + horizon)
+    for ax, i in zip(axes, windows):
+        q05, q25, q50, q75, q95 = np.quantile(samples[i, :, :, 0], [0.05, 0.25, 0.5, 0.75, 0.95], axis=0)
+        ax.fill_between(future, q05, q95, color="tab:blue", alpha=0.2, lw=0, label="90% interval")
+        ax.fill_between(future, q25, q75, color="tab:blue", alpha=0.4, lw=0, label="50% interval")
+        ax.plot(past, context[i, :, 0], color="black", lw=1.2, label="context")
+        ax.plot(future, target[i, :, 0], color="black", lw=1.2, ls="--", label="target")
+        ax.plot(future, q50, color="tab:blue", lw=1.5, label="median")
+        ax.set(title=f"window {i}", xlabel="step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return _write_png(path, lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
 __all__ = [
     "make_grid",
     "save_png",
@@ -447,4 +469,5 @@ __all__ = [
     "reverse_process_panels",
     "reverse_process_strip",
     "plot_schedules",
+    "save_fan_charts",
 ]

@@ -15,7 +15,8 @@ IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28,
                 "celeb_a": (64, 64, 3)}
 EXPECTED_PARAMS = {"cifar10.py": 35_746_307, "celeba64.py": 78_700_803,  # Ho et al.: 35.7M; DDIM's CelebA model
                    # the MNIST U-Net (1,191,233) with VDM's 4 Fourier-feature input channels into conv_in (3x3, 32)
-                   "mnist_vdm.py": 1_191_233 + 4 * 9 * 32}
+                   "mnist_vdm.py": 1_191_233 + 4 * 9 * 32,
+                   "forecast_co2.py": 639_041, "forecast_elnino.py": 639_041}  # the 1-D U-Net's 'series' preset
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
@@ -23,7 +24,7 @@ def test_experiment_builds(path):
     config = configs.load_config(path)
     assert configs.load_config(path, ["--config.train.num_steps=7"]).train.num_steps == 7
     model = configs.create_model(config)
-    shape = IMAGE_SHAPES[config.data.source]
+    shape = IMAGE_SHAPES.get(config.data.source) or configs.data_shape(config)  # series: (context + horizon, C)
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
                                                jnp.zeros((1,), jnp.int32)))
     sched = configs.create_schedule(config)

@@ -158,9 +158,10 @@ def count_params(params: Any) -> int:
 
 
 class GroupNorm(nn.Module):
-    """GroupNorm (Wu & He 2018) of [B, H, W, C]: the params ('scale', 'bias') and result of flax's nn.GroupNorm.
+    """GroupNorm (Wu & He 2018) of [B, *spatial, C] ([B, H, W, C] or [B, L, C]): the params ('scale', 'bias') and
+    result of flax's nn.GroupNorm.
 
-    The statistics come from per-channel sums of x and x^2 over H, W (float32; var = E[x^2] - E[x]^2, floored at
+    The statistics come from per-channel sums of x and x^2 over the spatial axes (float32; var = E[x^2] - E[x]^2, floored at
     0, as nn.GroupNorm computes it), folded into a per-(example, channel) affine map, so the normalization is one
     x * a + b pass, forward and backward. XLA:CPU runs this faster than nn.GroupNorm's reductions over grouped
     axes (benchmarks/group_norm.py).
@@ -172,20 +173,27 @@ class GroupNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        B, H, W, C = x.shape
+        B, *spatial, C = x.shape
         G = self.num_groups
         if C % G:
             raise ValueError(f"GroupNorm: {C} channels are not divisible into {G} groups")
         scale = self.param("scale", nn.initializers.ones, (C,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (C,), jnp.float32)
         xf = x.astype(jnp.float32)
-        n = H * W * (C // G)
-        mean = xf.sum((1, 2)).reshape(B, G, C // G).sum(-1) / n                  # [B, G]
-        mean_sq = jnp.square(xf).sum((1, 2)).reshape(B, G, C // G).sum(-1) / n
+        axes = tuple(range(1, x.ndim - 1))
+        n = math.prod(spatial) * (C // G)
+        mean = xf.sum(axes).reshape(B, G, C // G).sum(-1) / n                  # [B, G]
+        mean_sq = jnp.square(xf).sum(axes).reshape(B, G, C // G).sum(-1) / n
         inv_std = jax.lax.rsqrt(jnp.maximum(mean_sq - jnp.square(mean), 0.0) + self.epsilon)
         a = jnp.repeat(inv_std, C // G, axis=1) * scale                            # [B, C]
         b = bias - jnp.repeat(mean, C // G, axis=1) * a
-        return (xf * a[:, None, None, :] + b[:, None, None, :]).astype(self.dtype)
+        a, b = _per_example(a, x.ndim), _per_example(b, x.ndim)
+        return (xf * a + b).astype(self.dtype)
+
+
+def _per_example(v: jax.Array, ndim: int) -> jax.Array:
+    """[B, C] -> [B, 1, ..., 1, C] with ndim axes, to broadcast over the spatial axes of [B, *spatial, C]."""
+    return v.reshape((v.shape[0],) + (1,) * (ndim - 2) + (v.shape[-1],))
 
 
 def _group_norm(name: str, dtype: Any, groups: int = NUM_GROUPS) -> GroupNorm:
@@ -193,8 +201,9 @@ def _group_norm(name: str, dtype: Any, groups: int = NUM_GROUPS) -> GroupNorm:
 
 
 def _conv(features: int, name: str, dtype: Any, *, kernel: int = 3, stride: int = 1,
-          init_scale: float = 1.0) -> nn.Conv:
-    return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
+          init_scale: float = 1.0, spatial: int = 2) -> nn.Conv:
+    """A kernel^spatial convolution: 3x3 on [B, H, W, C] (spatial 2), 3 taps on [B, L, C] (spatial 1)."""
+    return nn.Conv(features, (kernel,) * spatial, strides=(stride,) * spatial, padding="SAME",
                    kernel_init=default_init(init_scale), dtype=dtype, name=name)
 
 
@@ -204,7 +213,7 @@ def _dense(features: int, name: str, dtype: Any, *, init_scale: float = 1.0) -> 
 
 
 class ResnetBlock(nn.Module):
-    """[B, H, W, C], temb [B, D] -> [B, H, W, out_ch].
+    """[B, H, W, C] (or [B, L, C]), temb [B, D] -> [B, H, W, out_ch] (or [B, L, out_ch]).
 
     norm1 -> swish -> conv1 -> + temb_proj(swish(temb)) -> norm2 -> swish -> dropout -> conv2 (zero-init),
     plus the input (through a 1x1 `nin_shortcut` when C != out_ch). With `scale_shift_norm` the temb projection
@@ -219,12 +228,12 @@ class ResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, temb: jax.Array, train: bool = False) -> jax.Array:
-        C = x.shape[-1]
+        C, spatial = x.shape[-1], x.ndim - 2
         out_ch = C if self.out_ch is None else self.out_ch
         h = swish(_group_norm("norm1", self.dtype, self.norm_groups)(x))
-        h = _conv(out_ch, "conv1", self.dtype)(h)
+        h = _conv(out_ch, "conv1", self.dtype, spatial=spatial)(h)
         emb = _dense(2 * out_ch if self.scale_shift_norm else out_ch, "temb_proj", self.dtype)(swish(temb))
-        emb = emb[:, None, None, :]
+        emb = _per_example(emb, x.ndim)
         if self.scale_shift_norm:
             scale, shift = jnp.split(emb, 2, axis=-1)
             h = _group_norm("norm2", self.dtype, self.norm_groups)(h) * (1 + scale) + shift
@@ -232,14 +241,14 @@ class ResnetBlock(nn.Module):
             h = _group_norm("norm2", self.dtype, self.norm_groups)(h + emb)
         h = swish(h)
         h = nn.Dropout(rate=self.dropout, deterministic=not train)(h)
-        h = _conv(out_ch, "conv2", self.dtype, init_scale=0.0)(h)
+        h = _conv(out_ch, "conv2", self.dtype, init_scale=0.0, spatial=spatial)(h)
         if C != out_ch:
             x = _dense(out_ch, "nin_shortcut", self.dtype)(x)
         return x + h
 
 
 class AttnBlock(nn.Module):
-    """Self-attention over all H*W positions with a residual: [B, H, W, C] -> [B, H, W, C].
+    """Self-attention over all H*W (or L) positions with a residual: [B, H, W, C] -> [B, H, W, C] ([B, L, C] alike).
 
     GroupNorm -> q, k, v (1x1) -> softmax(q k^T / sqrt(C / num_heads)) v -> proj_out (1x1, zero-init) -> + x.
     num_heads = 1 is the reference's block. The softmax is computed in float32.
@@ -251,45 +260,49 @@ class AttnBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        B, H, W, C = x.shape
+        B, C, n = x.shape[0], x.shape[-1], math.prod(x.shape[1:-1])
         if C % self.num_heads:
             raise ValueError(f"attention channels ({C}) must be divisible by num_heads ({self.num_heads})")
         d = C // self.num_heads
         h = _group_norm("norm", self.dtype, self.norm_groups)(x)
-        q = _dense(C, "q", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
-        k = _dense(C, "k", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
-        v = _dense(C, "v", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
+        q = _dense(C, "q", self.dtype)(h).reshape(B, n, self.num_heads, d)
+        k = _dense(C, "k", self.dtype)(h).reshape(B, n, self.num_heads, d)
+        v = _dense(C, "v", self.dtype)(h).reshape(B, n, self.num_heads, d)
         w = jnp.einsum("bqnd,bknd->bnqk", q, k) * (d ** -0.5)
         w = jax.nn.softmax(w.astype(jnp.float32), axis=-1).astype(v.dtype)
-        h = jnp.einsum("bnqk,bknd->bqnd", w, v).reshape(B, H, W, C)
+        h = jnp.einsum("bnqk,bknd->bqnd", w, v).reshape(x.shape)
         h = _dense(C, "proj_out", self.dtype, init_scale=0.0)(h)
         return x + h
 
 
 class Downsample(nn.Module):
-    """[B, H, W, C] -> [B, H/2, W/2, C]: 3x3 stride-2 conv ('SAME' padding, as TF) or 2x2 average pool."""
+    """[B, H, W, C] -> [B, H/2, W/2, C]: 3x3 stride-2 conv ('SAME' padding, as TF) or 2x2 average pool; on
+    [B, L, C] -> [B, L/2, C] the same with 3 taps (2)."""
 
     with_conv: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
+        spatial = x.ndim - 2
         if self.with_conv:
-            return _conv(x.shape[-1], "conv", self.dtype, stride=2)(x)
-        return nn.avg_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+            return _conv(x.shape[-1], "conv", self.dtype, stride=2, spatial=spatial)(x)
+        return nn.avg_pool(x, (2,) * spatial, strides=(2,) * spatial, padding="VALID")
 
 
 class Upsample(nn.Module):
-    """[B, H, W, C] -> [B, 2H, 2W, C]: nearest-neighbour upsampling, then (optionally) a 3x3 conv."""
+    """[B, H, W, C] -> [B, 2H, 2W, C] ([B, L, C] -> [B, 2L, C]): nearest-neighbour upsampling, then (optionally)
+    a 3x3 (3-tap) conv."""
 
     with_conv: bool = True
     dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+        for axis in range(1, x.ndim - 1):
+            x = jnp.repeat(x, 2, axis=axis)
         if self.with_conv:
-            x = _conv(x.shape[-1], "conv", self.dtype)(x)
+            x = _conv(x.shape[-1], "conv", self.dtype, spatial=x.ndim - 2)(x)
         return x
 
 
@@ -354,17 +367,8 @@ class UNet(nn.Module):
                              f"got ch={self.ch}")
         if not self.ch_mult:
             raise ValueError("ch_mult must name at least one resolution level, got ()")
-        if x.ndim != 4:
-            raise ValueError(f"x must be NHWC [B, H, W, C], got shape {x.shape}")
-        B, H, W, _ = x.shape
-        if self.patch_size < 1:
-            raise ValueError(f"patch_size must be a positive int, got {self.patch_size}")
-        factor = 2 ** (len(self.ch_mult) - 1)
-        if H % (factor * self.patch_size) or W % (factor * self.patch_size):
-            patches = f" in patches of {self.patch_size}" if self.patch_size > 1 else ""
-            raise ValueError(
-                f"image size {H}x{W}{patches} cannot be halved {len(self.ch_mult) - 1} times by "
-                f"ch_mult={tuple(self.ch_mult)}: H and W must be multiples of {factor * self.patch_size}")
+        self._check_x(x)
+        B = x.shape[0]
         if t.shape != (B,):
             raise ValueError(f"t must have shape [B] = ({B},), got shape {t.shape}")
         if self.num_classes is None:
@@ -379,13 +383,26 @@ class UNet(nn.Module):
         if self.out_channels is not None and self.learn_sigma and self.out_channels % 2:
             raise ValueError(f"with learn_sigma, out_channels (prediction + v) must be even, got {self.out_channels}")
 
+    def _check_x(self, x: jax.Array) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"x must be NHWC [B, H, W, C], got shape {x.shape}")
+        B, H, W, _ = x.shape
+        if self.patch_size < 1:
+            raise ValueError(f"patch_size must be a positive int, got {self.patch_size}")
+        factor = 2 ** (len(self.ch_mult) - 1)
+        if H % (factor * self.patch_size) or W % (factor * self.patch_size):
+            patches = f" in patches of {self.patch_size}" if self.patch_size > 1 else ""
+            raise ValueError(
+                f"image size {H}x{W}{patches} cannot be halved {len(self.ch_mult) - 1} times by "
+                f"ch_mult={tuple(self.ch_mult)}: H and W must be multiples of {factor * self.patch_size}")
+
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *,
                  train: bool = False) -> jax.Array:
         x, t = jnp.asarray(x), jnp.asarray(t)
         y = None if y is None else jnp.asarray(y)
         self._check_inputs(x, t, y)
-        B, H, W, C = x.shape
+        B, C, spatial = x.shape[0], x.shape[-1], x.ndim - 2
         if self.out_channels is not None:
             out_ch = self.out_channels
         else:
@@ -417,7 +434,7 @@ class UNet(nn.Module):
         if self.fourier_features:
             x = jnp.concatenate([x, base2_fourier_features(x, self.fourier_features)], axis=-1)
         x = space_to_depth(x, self.patch_size)
-        hs = [_conv(self.ch, "conv_in", dt)(x.astype(dt))]
+        hs = [_conv(self.ch, "conv_in", dt, spatial=spatial)(x.astype(dt))]
         for i_level in range(num_resolutions):
             for i_block in range(self.num_res_blocks):
                 h = resnet(hs[-1], f"down_{i_level}_block_{i_block}", self.ch * self.ch_mult[i_level])
@@ -446,7 +463,7 @@ class UNet(nn.Module):
 
         # End.
         h = swish(_group_norm("norm_out", dt, self.norm_groups)(h))
-        h = _conv(out_ch * self.patch_size ** 2, "conv_out", dt, init_scale=0.0)(h)
+        h = _conv(out_ch * self.patch_size ** 2, "conv_out", dt, init_scale=0.0, spatial=spatial)(h)
         return depth_to_space(h, self.patch_size).astype(jnp.float32)
 
 
