@@ -5,7 +5,7 @@ Every source is first loaded into host memory as uint8 arrays (`load_arrays`); o
 for the devices:
 
     batch = {"image": float32 [num_local_devices, per_device_batch, H, W, C] in [-1, 1],
-             "label": int32   [num_local_devices, per_device_batch]}        # only if the source has labels
+             "label": int32   [num_local_devices, per_device_batch, ...]}   # only if the source has labels
 
 Sources (the `source` string):
 
@@ -26,6 +26,9 @@ Sources (the `source` string):
   available as split ``"train"``. An .npy holds images only, split ``"train"``. Images must be uint8
   [N, H, W] (grayscale, becomes [N, H, W, 1]) or [N, H, W, C]; labels integer [N].
   A local MNIST copy: ``np.savez("mnist.npz", x_train=..., y_train=..., x_test=..., y_test=...)``.
+* captioned digit pairs: ``"pairs:SOURCE"`` (``"pairs:digits"``, ``"pairs:mnist"``, ``"pairs:npz:/path.npz"``):
+  canvases [N, H, 2W, C] of two digits of SOURCE's split side by side, labels [N, 2] (left, right digit) and a
+  caption per canvas (`Arrays.captions`); see `ddpm_jax.text_pairs` (held-out pairs, templates, sizes).
 
 Order, randomness and resuming. The whole dataset (all hosts together) is read as one endless stream:
 epoch e is the permutation ``np.random.default_rng([seed, e]).permutation(N)``, epochs are concatenated,
@@ -68,13 +71,16 @@ class Arrays(NamedTuple):
     """A dataset split in host memory.
 
     images: uint8 [N, H, W, C], values 0..max_value.
-    labels: int32 [N], or None when the source has no labels.
+    labels: int32 [N] (or [N, ...]: the digit pairs' [N, 2], tokenized captions [N, L]), or None when the source
+      has no labels.
     max_value: the pixel value that maps to +1 (255 for ordinary images, 16 for "digits").
+    captions: one string per image (the digit pairs), or None.
     """
 
     images: np.ndarray
     labels: np.ndarray | None
     max_value: int = 255
+    captions: tuple[str, ...] | None = None
 
 
 def to_float(images: np.ndarray, max_value: int = 255) -> np.ndarray:
@@ -124,12 +130,12 @@ class Source(NamedTuple):
 
 def parse_source(source: str) -> Source:
     """The one parser of source strings: "digits"; "npz:PATH" / "npy:PATH" or a bare path ending in .npz / .npy;
-    "tfds:NAME" or a bare tfds NAME."""
+    "tfds:NAME" or a bare tfds NAME; "pairs:SOURCE", captioned pairs of SOURCE's digits (`text_pairs`)."""
     if not isinstance(source, str) or not source:
         raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
     if source == "digits":
         return Source("digits", "digits")
-    for kind in ("npz", "npy", "tfds"):
+    for kind in ("pairs", "npz", "npy", "tfds"):
         if source.startswith(kind + ":"):
             return Source(kind, source[len(kind) + 1:])
     for kind in ("npz", "npy"):
@@ -207,6 +213,16 @@ def _load_digits(split: str) -> Arrays:
         raise ValueError(f"digits: unknown split {split!r}; accepted: 'train' (first {n_train}), "
                          f"'test' (last {DIGITS_NUM_TEST})")
     return Arrays(np.ascontiguousarray(images[sl]), labels[sl], 16)
+
+
+def _load_pairs(source: str, split: str, data_dir: str | None) -> Arrays:
+    from ddpm_jax import text_pairs
+
+    inner = load_arrays(source, split, data_dir=data_dir)
+    if inner.labels is None:
+        raise ValueError(f"pairs:{source}: the source has no labels; digit pairs need labelled digits.")
+    canvases, digits, _, captions = text_pairs.make_pairs(inner.images, inner.labels, split)
+    return Arrays(canvases, digits, inner.max_value, captions)
 
 
 def _import_tfds():
@@ -306,6 +322,8 @@ def load_arrays(source: str, split: str = "train", *, data_dir: str | None = Non
     kind, location = parse_source(source)
     if kind == "digits":
         return _load_digits(split)
+    if kind == "pairs":
+        return _load_pairs(location, split, data_dir)
     if kind == "npz":
         return _load_npz(location, split)
     if kind == "npy":
@@ -321,6 +339,9 @@ def image_shape(source: str, *, data_dir: str | None = None) -> tuple[int, int, 
     kind, location = parse_source(source)
     if kind == "digits":
         return (8, 8, 1)
+    if kind == "pairs":
+        h, w, c = image_shape(location, data_dir=data_dir)
+        return (h, 2 * w, c)
     if kind == "tfds":
         builder = _tfds_builder(location, data_dir)
         if builder.name == "celeb_a":
@@ -446,7 +467,8 @@ class Pipeline:
         shape = (self.num_devices, self.per_device_batch_size)
         batch = {"image": to_float(images, self.arrays.max_value).reshape(shape + images.shape[1:])}
         if self.arrays.labels is not None:
-            batch["label"] = self.arrays.labels[idx].reshape(shape)
+            labels = self.arrays.labels[idx]
+            batch["label"] = labels.reshape(shape + labels.shape[1:])
         return batch
 
     def batch_at(self, state: Mapping[str, Any]) -> dict[str, np.ndarray]:

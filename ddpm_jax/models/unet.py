@@ -65,6 +65,8 @@ __all__ = [
     "GroupNorm",
     "ResnetBlock",
     "AttnBlock",
+    "CrossAttnBlock",
+    "attention",
     "Downsample",
     "Upsample",
     "get_timestep_embedding",
@@ -238,9 +240,49 @@ class AttnBlock(nn.Module):
         q = _dense(C, "q", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
         k = _dense(C, "k", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
         v = _dense(C, "v", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
-        w = jnp.einsum("bqnd,bknd->bnqk", q, k) * (d ** -0.5)
-        w = jax.nn.softmax(w.astype(jnp.float32), axis=-1).astype(v.dtype)
-        h = jnp.einsum("bnqk,bknd->bqnd", w, v).reshape(B, H, W, C)
+        h = attention(q, k, v).reshape(B, H, W, C)
+        h = _dense(C, "proj_out", self.dtype, init_scale=0.0)(h)
+        return x + h
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Multi-head dot-product attention: q [B, Q, N, d], k and v [B, K, N, d], mask bool [B, K] (True = attend;
+    None = all) -> [B, Q, N, d]. softmax(q k^T / sqrt(d)) v, the softmax in float32; masked keys get weight 0."""
+    w = jnp.einsum("bqnd,bknd->bnqk", q, k) * (q.shape[-1] ** -0.5)
+    w = w.astype(jnp.float32)
+    if mask is not None:
+        w = jnp.where(mask[:, None, None, :], w, jnp.finfo(jnp.float32).min)
+    w = jax.nn.softmax(w, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnqk,bknd->bqnd", w, v)
+
+
+class CrossAttnBlock(nn.Module):
+    """Cross-attention from the image to a sequence (Rombach et al. 2022, sec. 3.3), with a residual:
+    x [B, H, W, C], context [B, L, D], mask bool [B, L] (True = a real token) -> [B, H, W, C].
+
+    GroupNorm(x) -> q (1x1); LayerNorm(context) -> k, v (C each) -> attention over the L tokens, padding masked
+    -> proj_out (zero-init) -> + x. At least one token per example must be unmasked.
+    """
+
+    num_heads: int = 1
+    norm_groups: int = NUM_GROUPS
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array) -> jax.Array:
+        B, H, W, C = x.shape
+        if C % self.num_heads:
+            raise ValueError(f"attention channels ({C}) must be divisible by num_heads ({self.num_heads})")
+        if context.ndim != 3 or context.shape[0] != B or mask.shape != context.shape[:2]:
+            raise ValueError(f"context must be [B, L, D] with B = {B} and mask [B, L]; got context "
+                             f"{context.shape}, mask {mask.shape}")
+        d, L = C // self.num_heads, context.shape[1]
+        h = _group_norm("norm", self.dtype, self.norm_groups)(x)
+        c = nn.LayerNorm(dtype=self.dtype, name="norm_context")(context)
+        q = _dense(C, "q", self.dtype)(h).reshape(B, H * W, self.num_heads, d)
+        k = _dense(C, "k", self.dtype)(c).reshape(B, L, self.num_heads, d)
+        v = _dense(C, "v", self.dtype)(c).reshape(B, L, self.num_heads, d)
+        h = attention(q, k, v, mask).reshape(B, H, W, C)
         h = _dense(C, "proj_out", self.dtype, init_scale=0.0)(h)
         return x + h
 
@@ -299,6 +341,9 @@ class UNet(nn.Module):
         CIFAR-10 step); less memory where the compiler's scheduler frees the activations (not XLA:CPU's default).
       fourier_features: exponents k of base-2 Fourier features of x (`base2_fourier_features`) concatenated to x
         before conv_in, e.g. (6, 7) as VDM on 8-bit images; () (the default) for none.
+      cross_attention: every attention block is followed by a `CrossAttnBlock` (named `<block>_cross`) to the
+        `context` = (embeddings [B, L, D], mask bool [B, L]) the call then needs (text conditioning, Rombach et
+        al. 2022; see `models.text.TextUNet`).
     """
 
     ch: int = 128
@@ -316,6 +361,7 @@ class UNet(nn.Module):
     dtype: Any = jnp.float32
     remat: bool = False
     fourier_features: Sequence[int] = ()
+    cross_attention: bool = False
 
     @property
     def null_label(self) -> int | None:
@@ -352,10 +398,13 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *,
-                 train: bool = False) -> jax.Array:
+                 context: tuple[jax.Array, jax.Array] | None = None, train: bool = False) -> jax.Array:
         x, t = jnp.asarray(x), jnp.asarray(t)
         y = None if y is None else jnp.asarray(y)
         self._check_inputs(x, t, y)
+        if self.cross_attention != (context is not None):
+            raise ValueError("a U-Net with cross_attention=True needs context=(embeddings [B, L, D], mask [B, L]), "
+                             "and one without takes none")
         B, H, W, C = x.shape
         if self.out_channels is not None:
             out_ch = self.out_channels
@@ -372,7 +421,11 @@ class UNet(nn.Module):
                                 norm_groups=self.norm_groups, dtype=dt, name=name)(h, temb, train)
 
         def attn(h, name):
-            return attn_block(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt, name=name)(h)
+            h = attn_block(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt, name=name)(h)
+            if self.cross_attention:
+                h = CrossAttnBlock(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt,
+                                   name=f"{name}_cross")(h, *context)
+            return h
 
         # Timestep (and class) embedding.
         temb = get_timestep_embedding(t, self.ch)
