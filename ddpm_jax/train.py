@@ -305,13 +305,15 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
     step = int(state.step)
     end = t_cfg.num_steps if stop_after is None else min(t_cfg.num_steps, step + stop_after)
 
+    codec = None if frozen is None else latent.Codec(autoencoder, frozen["params"], float(frozen["scale"]))
+
     def write_samples(replicated, step):
-        _write_samples(config, replicated, step, image_shape, workdir if lead else None)
+        _write_samples(config, replicated, step, image_shape, workdir if lead else None, codec)
 
     replicated, metrics, last = _loop(
         parallel.replicate(state, devices), pipeline, ckpt, lambda k: _compiled_steps(step_config, pmap_devices, k),
         t_cfg, step=step, end=end, writer=_MetricWriter(workdir) if lead else None, progress=progress,
-        on_samples=None if autoencoder is not None else write_samples, workdir=workdir)
+        on_samples=write_samples, workdir=workdir)
     state = parallel.unreplicate(replicated)
     return dict(step=last, metrics=metrics, state=state, steps_run=last - step)
 
@@ -494,14 +496,17 @@ def _stack(batches):
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *batches)
 
 
-def _write_samples(config, replicated, step, image_shape, workdir):
-    """EMA samples (every process takes part in sampling); the grid is written where workdir is given."""
+def _write_samples(config, replicated, step, image_shape, workdir, codec=None):
+    """EMA samples (every process takes part in sampling; a text model's are unconditional, of the empty prompt),
+    decoded by `codec` for latent diffusion; the grid is written where workdir is given."""
     ema = parallel.unreplicate(replicated.ema_params)
     images = configs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
+    if codec is not None:
+        images = codec.decode(images)
     if workdir is None:
         return
     viz.save_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                  upscale=max(1, 128 // image_shape[0]))
+                  upscale=max(1, 128 // images.shape[1]))
 
 
 class _Timer:

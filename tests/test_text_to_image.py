@@ -170,7 +170,8 @@ TINY = [
     "--config.autoencoder.train.num_steps=3", "--config.autoencoder.train.batch_size=16",
     "--config.autoencoder.train.log_every=1", "--config.autoencoder.train.warmup_steps=1",
     "--config.train.num_steps=3", "--config.train.batch_size=16", "--config.train.warmup_steps=1",
-    "--config.train.log_every=1", "--config.sample.num_steps=4",
+    "--config.train.log_every=1", "--config.train.sample_every=3", "--config.sample.num_steps=4",
+    "--config.sample.num_images=8",
 ]
 
 
@@ -184,7 +185,7 @@ def text_run(tmp_path_factory):
     config = configs.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments",
                                               "text_digit_pairs.py"), TINY)
     result = train.train_and_evaluate(config, workdir, progress=False)  # resumes stage 1, then stage 2
-    assert result["step"] == 3
+    assert result["step"] == 3 and os.path.exists(os.path.join(workdir, "samples", "step_0000003.png"))
     return workdir
 
 
@@ -228,3 +229,14 @@ def test_cli_sample_and_img2img_with_prompt(text_run, tmp_path, capsys):
     ]:
         assert cli.main(["sample", "--workdir", text_run, "--num", "2", "--out", out] + argv) == 2
         assert message in capsys.readouterr().err
+
+
+def test_mnist_pairs_config_builds_for_28x56_canvases():
+    config = configs.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "text_mnist_pairs.py"))
+    config.model.text.vocabulary = text.build_vocabulary(text_pairs.NUMBER_WORDS + ("left", "right", "of"))
+    ae, model = configs.create_autoencoder(config), configs.create_model(config)
+    assert ae.latent_shape((28, 56, 1)) == (14, 28, 4)
+    tokens = jnp.zeros((1, 8), jnp.int32).at[:, 0].set(text.BOS)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 14, 28, 4)), jnp.zeros((1,), jnp.int32),
+                            tokens)
+    assert "up_1_attn_0_cross" in shapes["params"]["unet"]
