@@ -37,6 +37,11 @@ def build_vocabulary(captions: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted({w for c in captions for w in words(c)}))
 
 
+def empty_prompt(max_length: int) -> tuple[int, ...]:
+    """The tokens of the empty prompt "": (<bos>, <pad>, ..., <pad>), the null condition of guidance."""
+    return (BOS,) + (PAD,) * (max_length - 1)
+
+
 class Tokenizer(NamedTuple):
     """Words -> ids: <pad> = 0, <bos> = 1, vocabulary[i] = i + 2; sequences of `max_length` (<bos> included)."""
 
@@ -50,7 +55,7 @@ class Tokenizer(NamedTuple):
     @property
     def null_tokens(self) -> tuple[int, ...]:
         """The empty prompt's tokens: (<bos>, <pad>, ...), length max_length."""
-        return (BOS,) + (PAD,) * (self.max_length - 1)
+        return empty_prompt(self.max_length)
 
     def encode(self, prompts: Sequence[str], *, allow_empty: bool = True) -> np.ndarray:
         """Prompts -> int32 [N, max_length]. ValueError for an unknown word (the known ones are listed), an empty
@@ -142,7 +147,7 @@ class TextUNet(nn.Module):
     @property
     def null_label(self) -> tuple[int, ...]:
         """The null condition: the empty prompt's tokens [L]."""
-        return (BOS,) + (PAD,) * (self.encoder.max_length - 1)
+        return empty_prompt(self.encoder.max_length)
 
     @property
     def learn_sigma(self) -> bool:
