@@ -3,6 +3,7 @@
 
     python -m ddpm_jax train --config experiments/digits.py --workdir runs/digits [--config.train.batch_size=64]
     python -m ddpm_jax sample --workdir runs/digits --num 64 --sampler ddim --steps 50 --eta 0 --out grid.png
+    python -m ddpm_jax sample --workdir runs/text_pairs --prompt "three left of eight" --num 32 --guidance 3 --out x.png
     python -m ddpm_jax train-classifier --dataset digits --workdir runs/classifier_digits
     python -m ddpm_jax evaluate --workdir runs/digits --num-samples 10000 --sampler ddim --steps 100 \
         --feature-net classifier:runs/classifier_digits [--bpd-examples 1000] [--split test]
@@ -52,6 +53,8 @@ def _sample(args, overrides):
     files.check_writable(os.path.dirname(os.path.abspath(args.out)) if args.out else args.workdir,
                          "the sample grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
+    if run.config.model.get("text", None) is not None or args.prompt is not None:
+        return _sample_prompt(args, run)
     step, image_shape = run.step, run.image_shape()
     labels = None
     if args.labels is not None:
@@ -75,6 +78,29 @@ def _sample(args, overrides):
     npz = _write_grid_and_npz(out, images, images=images,
                               labels=labels if labels is not None else np.zeros((0,), np.int32))
     print(f"{args.num} samples in {seconds:.1f}s ({args.num / seconds:.1f} img/s, compile included): {out}, {npz}")
+    return 0
+
+
+def _sample_prompt(args, run):
+    """sample --prompt: a text-conditional run's images of one prompt, guided with --guidance."""
+    import jax
+
+    from ddpm_jax import text_to_image
+
+    if args.labels is not None:
+        raise ValueError("a text-conditional run takes --prompt, not --labels.")
+    if args.prompt is None:
+        raise ValueError(f"the run in {args.workdir!r} is text-conditional: give --prompt \"...\" (e.g. "
+                         "--prompt \"three left of eight\").")
+    start = time.perf_counter()
+    images = text_to_image.sample(run, [args.prompt] * args.num, jax.random.PRNGKey(args.seed),
+                                  guidance_scale=args.guidance_scale, sampler=args.sampler, num_steps=args.steps,
+                                  spacing=args.spacing, eta=args.eta)
+    seconds = time.perf_counter() - start
+    out = args.out or os.path.join(args.workdir, f"samples_step{run.step}.png")
+    npz = _write_grid_and_npz(out, images, images=images, prompt=args.prompt, guidance_scale=args.guidance_scale)
+    print(f"{args.num} samples of {args.prompt!r} (guidance {args.guidance_scale}) in {seconds:.1f}s (compile "
+          f"included): {out}, {npz}")
     return 0
 
 
@@ -106,10 +132,22 @@ def _edit(args, overrides):
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
     image_shape = run.image_shape()
     images = np.repeat(viz.read_images(args.input, image_shape), args.num, axis=0)  # --num edits of each image
+    text = run.config.model.get("text", None) is not None
+    if text != (getattr(args, "prompt", None) is not None):
+        raise ValueError(f"the run in {args.workdir!r} is text-conditional: {args.command} needs img2img --prompt."
+                         if text else "--prompt needs a text-conditional run (a config with model.text).")
+    if not text and getattr(args, "guidance_scale", 1.0) != 1:
+        raise ValueError("--guidance needs a text-conditional run and --prompt.")
     options = configs.sampler_options(run.config, args.sampler, args.steps, args.spacing, args.eta)
     rng = jax.random.PRNGKey(args.seed)
     start = time.perf_counter()
-    if args.command == "img2img":
+    if text:
+        from ddpm_jax import text_to_image
+
+        edited = text_to_image.img2img(run, images, [args.prompt] * len(images), rng, strength=args.strength,
+                                       guidance_scale=args.guidance_scale, sampler=args.sampler,
+                                       num_steps=args.steps, spacing=args.spacing, eta=args.eta)
+    elif args.command == "img2img":
         edited = editing.img2img(run.model_fn, run.sched, rng, images, strength=args.strength, **options)
     else:
         mask = viz.read_mask(args.mask, image_shape)
@@ -271,7 +309,9 @@ def main(argv=None) -> int:
     _sampler_arguments(p, default_steps=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--labels", default=None, help="class labels, comma-separated, repeated to --num")
-    p.add_argument("--guidance-scale", type=float, default=1.0, help="classifier-free guidance scale")
+    p.add_argument("--prompt", default=None, help="a text-conditional run's prompt, e.g. \"three left of eight\"")
+    p.add_argument("--guidance-scale", "--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale w: eps_null + w (eps_cond - eps_null)")
     p.add_argument("--raw-params", action="store_true", help="use the raw params instead of the EMA")
     p.add_argument("--out", default=None, help="grid PNG (default: WORKDIR/samples_step<N>.png); .npz beside it")
 
@@ -282,6 +322,9 @@ def main(argv=None) -> int:
         p.add_argument("--input", required=True, help="a PNG/JPEG of the run's image size, or an .npz of 'images'")
         if name == "img2img":
             p.add_argument("--strength", type=float, default=0.5, help="in (0, 1]: how far towards noise to go")
+            p.add_argument("--prompt", default=None, help="a text-conditional run's prompt to edit towards")
+            p.add_argument("--guidance-scale", "--guidance", type=float, default=1.0,
+                           help="classifier-free guidance scale (with --prompt)")
         else:
             p.add_argument("--mask", required=True, help="PNG (white = generate) or .npz 'mask' (1 = generate)")
             p.add_argument("--resample", type=int, default=1, help="RePaint's U (needs --sampler ddim or ancestral)")

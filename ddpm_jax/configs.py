@@ -16,6 +16,8 @@ import numpy as np
 
 from ddpm_jax import data, forecasting, functional, sampling, schedules, series, validation, vdm
 from ddpm_jax.models import unet
+from ddpm_jax.models.autoencoder import Autoencoder
+from ddpm_jax.models.text import TextEncoder, TextUNet, Tokenizer
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.models.unet1d import UNet1D
 
@@ -79,11 +81,13 @@ def data_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
     return data.image_shape(config.data.source, **data_options(config))
 
 
-def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM:
+def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM | TextUNet:
     """The U-Net of config.model (config.model.arch, default "unet": `ARCHITECTURES`); learn_sigma follows
     config.diffusion.variance == "learned_range". With config.diffusion.objective = "vdm", a `vdm.VDM` around
-    that U-Net."""
+    that U-Net; with a section config.model.text, a `TextUNet`: the U-Net with cross-attention and the text
+    encoder of that section (see `tokenizer`)."""
     m = config.model
+    text = m.get("text", None)
     validation.check_choice("model dtype", m.get("dtype", "float32"), tuple(DTYPES))
     validation.check_choice("model architecture (config.model.arch)", m.get("arch", "unet"), tuple(ARCHITECTURES))
     net = ARCHITECTURES[m.get("arch", "unet")](
@@ -101,12 +105,43 @@ def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM:
         remat=m.get("remat", False),
         fourier_features=tuple(m.get("fourier_features", ())),
         patch_size=m.get("patch_size", 1),
+        cross_attention=text is not None,
     )
+    if text is not None:
+        encoder = TextEncoder(vocab_size=tokenizer(config).vocab_size, max_length=text.max_length, width=text.width,
+                              depth=text.depth, num_heads=text.num_heads, dtype=net.dtype)
+        return TextUNet(unet=net, encoder=encoder)
     if objective(config) == "ddpm":
         return net
     v = config.diffusion.vdm
     return vdm.VDM(unet=net, schedule=v.schedule, gamma_min=v.gamma_min, gamma_max=v.gamma_max,
                    schedule_features=v.schedule_features, num_timesteps=config.diffusion.num_timesteps)
+
+
+def tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
+    """The tokenizer of config.model.text: its vocabulary (filled in from the training captions when a run starts,
+    and saved with the run's config) and max_length."""
+    text = config.model.text
+    if not text.get("vocabulary", None):
+        raise ValueError("config.model.text.vocabulary is empty: training fills it in from the data's captions "
+                         "(a run's saved config has it).")
+    return Tokenizer(tuple(text.vocabulary), int(text.max_length))
+
+
+def create_autoencoder(config: ml_collections.ConfigDict) -> Autoencoder | None:
+    """The first-stage autoencoder of config.autoencoder (latent diffusion), or None without that section."""
+    a = config.get("autoencoder", None)
+    if a is None:
+        return None
+    return Autoencoder(ch=a.ch, ch_mult=tuple(a.ch_mult), num_res_blocks=a.num_res_blocks,
+                       latent_channels=a.latent_channels, out_channels=a.out_channels, norm_groups=a.norm_groups)
+
+
+def autoencoder_train_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The first stage's training settings: base_config()'s train section updated with config.autoencoder.train."""
+    t = base_config().train
+    t.update(config.autoencoder.train.to_dict())
+    return t
 
 
 def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules.Schedule:
@@ -179,7 +214,7 @@ def sample(
     Sampler settings default to config.sample (its num_steps, spacing and eta apply when `sampler` is the
     config's sampler; other samplers default to their own, see `sampling.sampler_timesteps`); `labels` [N]
     condition a class-conditional model (default for such a model: balanced, sample i of class i mod
-    num_classes), guided with `guidance_scale` (classifier-free guidance; 1 = plain conditional, one model
+    num_classes), or tokens [N, L] a text-conditional one (default: the empty prompt), guided with `guidance_scale` (classifier-free guidance; 1 = plain conditional, one model
     call per step). Every argument is checked before anything compiles.
     """
     validation.check_count("num_samples", num_samples)
@@ -187,12 +222,12 @@ def sample(
     sched = create_schedule(config, params)
     options = sampler_options(config, sampler, num_steps, spacing, eta)
     sampler = options.pop("sampler")
-    conditional = model.num_classes is not None
+    conditional = model.null_label is not None
     if labels is not None and not conditional:
         raise ValueError("labels were given but the model is unconditional (config.model.num_classes is None).")
-    if conditional and labels is None:
-        labels = np.arange(num_samples, dtype=np.int32) % model.num_classes
-    if labels is not None:
+    if model.num_classes is not None:
+        if labels is None:
+            labels = np.arange(num_samples, dtype=np.int32) % model.num_classes
         validation.check_labels(labels, model.num_classes, "sampling")
     validation.check_guidance(guidance_scale, conditional, labels is not None)
     return sampling.sample_sharded(

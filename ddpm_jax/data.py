@@ -5,7 +5,7 @@ Every source is first loaded into host memory as uint8 arrays (`load_arrays`); o
 for the devices:
 
     batch = {"image": float32 [num_local_devices, per_device_batch, H, W, C] in [-1, 1],
-             "label": int32   [num_local_devices, per_device_batch]}        # only if the source has labels
+             "label": int32   [num_local_devices, per_device_batch, ...]}   # only if the source has labels
 
 Sources (the `source` string):
 
@@ -36,6 +36,9 @@ Sources (the `source` string):
   cut into windows of ``window = dict(context=L, horizon=H, test_size=S)`` (`ddpm_jax.series`): float32
   [N, L + H, C], each window scaled by its context; split ``"train"`` / ``"test"`` in time, without overlap.
   Batches then hold ``"image": float32 [num_devices, per_device_batch, L + H, C]`` (no labels, no flips).
+* captioned digit pairs: ``"pairs:SOURCE"`` (``"pairs:digits"``, ``"pairs:mnist"``, ``"pairs:npz:/path.npz"``):
+  canvases [N, H, 2W, C] of two digits of SOURCE's split side by side, labels [N, 2] (left, right digit) and a
+  caption per canvas (`Arrays.captions`); see `ddpm_jax.text_pairs` (held-out pairs, templates, sizes).
 
 Order, randomness and resuming. The whole dataset (all hosts together) is read as one endless stream:
 epoch e is the permutation ``np.random.default_rng([seed, e]).permutation(N)``, epochs are concatenated,
@@ -79,13 +82,16 @@ class Arrays(NamedTuple):
 
     images: uint8 [N, H, W, C], values 0..max_value; or float32 [N, L, C] already in the model's units (series
       windows, used as they are).
-    labels: int32 [N], or None when the source has no labels.
+    labels: int32 [N] (or [N, ...]: the digit pairs' [N, 2], tokenized captions [N, L]), or None when the source
+      has no labels.
     max_value: the pixel value that maps to +1 (255 for ordinary images, 16 for "digits"; unused for float32).
+    captions: one string per image (the digit pairs), or None.
     """
 
     images: np.ndarray
     labels: np.ndarray | None
     max_value: int = 255
+    captions: tuple[str, ...] | None = None
 
 
 def to_float(images: np.ndarray, max_value: int = 255) -> np.ndarray:
@@ -123,8 +129,8 @@ def _accepted_sources() -> str:
     return (
         f"built-in names {', '.join(repr(n) for n in BUILTIN_DATASETS)}; any tensorflow-datasets name with an "
         "'image' feature (optionally written 'tfds:NAME'); a local file 'npz:/path/file.npz' / 'npy:/path/file.npy'; "
-        "an image folder 'folder:/path' (with config.data.image_size); or a time series 'series:NAME' (co2, elnino, "
-        "or a path to an .npy)"
+        "an image folder 'folder:/path' (with config.data.image_size); a time series 'series:NAME' (co2, elnino, "
+        "or a path to an .npy); or captioned digit pairs 'pairs:SOURCE' (pairs:digits, pairs:mnist, ...)"
     )
 
 
@@ -138,12 +144,13 @@ class Source(NamedTuple):
 
 def parse_source(source: str) -> Source:
     """The one parser of source strings: "digits"; "npz:PATH" / "npy:PATH" or a bare path ending in .npz / .npy;
-    "folder:DIR"; "tfds:NAME" or a bare tfds NAME; "series:NAME"."""
+    "folder:DIR"; "tfds:NAME" or a bare tfds NAME; "series:NAME"; "pairs:SOURCE", captioned pairs of SOURCE's
+    digits (`text_pairs`)."""
     if not isinstance(source, str) or not source:
         raise ValueError(f"source must be a non-empty string, got {source!r}; accepted: {_accepted_sources()}")
     if source == "digits":
         return Source("digits", "digits")
-    for kind in ("npz", "npy", "folder", "tfds", "series"):
+    for kind in ("pairs", "npz", "npy", "folder", "tfds", "series"):
         if source.startswith(kind + ":"):
             return Source(kind, source[len(kind) + 1:])
     for kind in ("npz", "npy"):
@@ -221,6 +228,16 @@ def _load_digits(split: str) -> Arrays:
         raise ValueError(f"digits: unknown split {split!r}; accepted: 'train' (first {n_train}), "
                          f"'test' (last {DIGITS_NUM_TEST})")
     return Arrays(np.ascontiguousarray(images[sl]), labels[sl], 16)
+
+
+def _load_pairs(source: str, split: str, data_dir: str | None) -> Arrays:
+    from ddpm_jax import text_pairs
+
+    inner = load_arrays(source, split, data_dir=data_dir)
+    if inner.labels is None:
+        raise ValueError(f"pairs:{source}: the source has no labels; digit pairs need labelled digits.")
+    canvases, digits, _, captions = text_pairs.make_pairs(inner.images, inner.labels, split)
+    return Arrays(canvases, digits, inner.max_value, captions)
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -460,6 +477,8 @@ def load_arrays(source: str, split: str = "train", *, data_dir: str | None = Non
                          f"source {source!r} keeps its own image size: set image_size to None")
     if kind == "digits":
         return _load_digits(split)
+    if kind == "pairs":
+        return _load_pairs(location, split, data_dir)
     if kind == "npz":
         return _load_npz(location, split)
     if kind == "npy":
@@ -492,6 +511,9 @@ def image_shape(source: str, *, data_dir: str | None = None, image_size: int | N
         return tuple(int(s) for s in load_arrays(source, data_dir=data_dir, image_size=image_size).images.shape[1:])
     if kind == "digits":
         return (8, 8, 1)
+    if kind == "pairs":
+        h, w, c = image_shape(location, data_dir=data_dir)
+        return (h, 2 * w, c)
     if kind == "tfds":
         builder = _tfds_builder(location, data_dir)
         if builder.name == "celeb_a":
@@ -624,7 +646,8 @@ class Pipeline:
             images = to_float(images, self.arrays.max_value)
         batch = {"image": images.reshape(shape + images.shape[1:])}
         if self.arrays.labels is not None:
-            batch["label"] = self.arrays.labels[idx].reshape(shape)
+            labels = self.arrays.labels[idx]
+            batch["label"] = labels.reshape(shape + labels.shape[1:])
         return batch
 
     def batch_at(self, state: Mapping[str, Any]) -> dict[str, np.ndarray]:

@@ -6,6 +6,9 @@
 
     run = runs.load_run("runs/digits")           # config, model, schedule, EMA params of the newest checkpoint
     x0 = sampling.ddim_sample(run.model_fn, run.sched, rng, (8,) + run.image_shape())
+
+A latent diffusion run also holds its first stage (workdir/autoencoder/, see `latent`): `run.codec` decodes the
+model's samples, of shape `run.model_shape()`.
 """
 
 from __future__ import annotations
@@ -18,18 +21,19 @@ from typing import Any, NamedTuple, Sequence
 
 import ml_collections
 
-from ddpm_jax import checkpoint, configs, functional, schedules, validation
+from ddpm_jax import checkpoint, configs, functional, latent, schedules, validation
 from ddpm_jax.files import check_writable, write_text
 from ddpm_jax.models.unet import UNet
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = "train.lock"
 # Sections whose change makes a checkpoint mean something else (another model shape, another process).
-COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window")
+COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window", "autoencoder")
 
 
 class Run(NamedTuple):
-    """A trained run, loaded: its config (with any overrides), U-Net, schedule, params and their step."""
+    """A trained run, loaded: its config (with any overrides), U-Net, schedule, params and their step, and for latent
+    diffusion the first stage (`latent.Codec`; else None)."""
 
     workdir: str
     config: ml_collections.ConfigDict
@@ -37,6 +41,7 @@ class Run(NamedTuple):
     sched: schedules.Schedule
     params: Any
     step: int
+    codec: latent.Codec | None = None
 
     @property
     def model_fn(self):
@@ -47,6 +52,11 @@ class Run(NamedTuple):
         """(H, W, C) of the run's data, (context + horizon, C) for a series (reads the data source's metadata)."""
         return configs.data_shape(self.config)
 
+    def model_shape(self) -> tuple[int, int, int]:
+        """(H, W, C) of what the diffusion model generates: the latent shape of a latent run, else the images'."""
+        shape = self.image_shape()
+        return shape if self.codec is None else self.codec.model.latent_shape(shape)
+
 
 def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrides: Sequence[str] = ()) -> Run:
     """The run in `workdir`: its saved config with `overrides` ("--config.sample.num_steps=20") applied and
@@ -55,7 +65,10 @@ def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrid
     config = configs.apply_overrides(load_config(workdir), overrides)
     validation.validate_config(config, training=False)
     params, step = checkpoint.restore_params(workdir, ema=ema, step=step)
-    return Run(workdir, config, configs.create_model(config), configs.create_schedule(config, params), params, step)
+    autoencoder = configs.create_autoencoder(config)
+    codec = None if autoencoder is None else latent.load_codec(workdir, autoencoder)
+    return Run(workdir, config, configs.create_model(config), configs.create_schedule(config, params), params, step,
+               codec)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -108,7 +121,7 @@ def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> Non
     """Save the config in the run directory, or check that the one there is compatible.
 
     Raises ValueError naming the differing fields when `workdir` holds a run of another model or process
-    (config.model, config.diffusion, config.data.source and .window); other fields (steps, logging, batch size) may change.
+    (config.model, config.diffusion, config.data.source and .window, config.autoencoder); other fields (steps, logging, batch size) may change.
     The config of a run that wrote no checkpoint yet (one stopped by an error) is replaced.
     """
     path = os.path.join(workdir, CONFIG_FILE)

@@ -343,22 +343,23 @@ def _guided(model_fn, labels, guidance_scale, null_label, x_t, t):
     channels = x_t.shape[-1]
     both = model_fn(
         jnp.concatenate([x_t, x_t]), jnp.concatenate([t, t]),
-        jnp.concatenate([labels, jnp.full_like(labels, null_label)]),
+        jnp.concatenate([labels, jnp.broadcast_to(null_label, labels.shape)]),
     )
     cond, uncond = jnp.split(both, 2)
     guided = uncond[..., :channels] + guidance_scale * (cond[..., :channels] - uncond[..., :channels])
     return jnp.concatenate([guided, cond[..., channels:]], axis=-1)
 
 
-def classifier_free_guidance(model_fn: Callable, labels, guidance_scale, null_label: int) -> Partial:
+def classifier_free_guidance(model_fn: Callable, labels, guidance_scale, null_label) -> Partial:
     """model_fn(x_t, t) = uncond + s (cond - uncond) (Ho & Salimans 2022, eq. 6 with s = 1 + w).
 
-    `model_fn(x_t, t, y)` is a class-conditional model whose label `null_label` means "no class"; labels int32
-    [B]. s = 1 is the conditional model, s = 0 the unconditional one. Learned-variance channels are taken from
-    the conditional output. Both passes run as one batch of 2B.
+    `model_fn(x_t, t, y)` is a conditional model whose condition `null_label` means "no condition": labels int32
+    [B] with a null class (an int), or prompts' tokens [B, L] with the empty prompt's tokens [L] (Stable
+    Diffusion's eps_empty + s (eps_text - eps_empty)). s = 1 is the conditional model, s = 0 the unconditional
+    one. Learned-variance channels are taken from the conditional output. Both passes run as one batch of 2B.
     """
     return Partial(_guided, functional.as_pytree(model_fn), jnp.asarray(labels, jnp.int32),
-                   jnp.float32(guidance_scale), jnp.int32(null_label))
+                   jnp.float32(guidance_scale), jnp.asarray(null_label, jnp.int32))
 
 
 def with_labels(model_fn, labels, x_t, t):
@@ -404,9 +405,9 @@ def sample_sharded(
     devices, and with several processes all devices of all processes, every process receiving all samples).
 
     Sample i draws its randomness from fold_in(rng, i), so the same rng gives the same images on any number of
-    devices. `labels` int32 [N] condition a model_fn(x_t, t, y); with `null_label` they are guided with
-    `guidance_scale` (classifier-free guidance). Rounds of `per_device_batch` samples per device (default:
-    all at once) bound memory; `progress(done, total)` is called after each round. `sampler_options` go to
+    devices. `labels` int32 [N] (or [N, L] tokens) condition a model_fn(x_t, t, y); with `null_label` they are
+    guided with `guidance_scale` (classifier-free guidance). Rounds of `per_device_batch` samples per device
+    (default: all at once) bound memory; `progress(done, total)` is called after each round. `sampler_options` go to
     `sample` (num_steps, spacing, eta, prediction, variance, ...); the timesteps are chosen here, once, from the
     concrete schedule. clip_denoised defaults to True here, as in `ancestral_sample` and `ddim_sample`.
     """
@@ -416,8 +417,8 @@ def sample_sharded(
                                                  options.pop("spacing", None))
     if labels is not None:
         labels = np.asarray(labels, np.int32)
-        if labels.shape != (num_samples,):
-            raise ValueError(f"labels must have shape ({num_samples},) (one per sample), got {labels.shape}.")
+        if labels.ndim < 1 or labels.shape[0] != num_samples:
+            raise ValueError(f"labels must have shape ({num_samples}, ...) (one per sample), got {labels.shape}.")
     if null_label is not None:
         options["null_label"] = null_label
     model_fn = functional.as_pytree(model_fn)

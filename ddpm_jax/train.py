@@ -25,7 +25,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from ddpm_jax import checkpoint, configs, data, losses, parallel, runs, validation, vdm, viz
+from ddpm_jax import checkpoint, configs, data, latent, losses, parallel, runs, validation, vdm, viz
+from ddpm_jax.models import autoencoder as autoencoder_lib
+from ddpm_jax.models import text as text_lib
 from ddpm_jax.validation import check_choice
 from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.parallel import AXIS
@@ -37,7 +39,9 @@ LR_SCHEDULES = ("constant", "cosine")
 @flax.struct.dataclass
 class TrainState:
     """Everything a run needs to continue exactly: step int32 [], params, ema_params, opt_state, rng (the base
-    key, uint32 [2]) and, with importance sampling of t, the loss history (else None)."""
+    key, uint32 [2]), with importance sampling of t the loss history (else None) and, for latent diffusion, the
+    frozen first stage (dict(params=autoencoder params, scale=float32 [])) the train step encodes with (else
+    None)."""
 
     step: jnp.ndarray
     params: Any
@@ -45,6 +49,7 @@ class TrainState:
     opt_state: Any
     rng: jnp.ndarray
     importance: losses.ImportanceState | None = None
+    frozen: Any = None
 
 
 def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
@@ -67,8 +72,9 @@ def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransfo
     return optax.chain(*chain, opt)
 
 
-def create_train_state(config, model, optimizer, image_shape) -> TrainState:
-    """A fresh TrainState on the host: params from config.seed, EMA params equal to them."""
+def create_train_state(config, model, optimizer, image_shape, frozen=None) -> TrainState:
+    """A fresh TrainState on the host: params from config.seed, EMA params equal to them; `frozen` as TrainState's.
+    image_shape: the model's input (the latent shape for latent diffusion)."""
     init_rng, base_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     params = _init_params(model, tuple(image_shape), init_rng)
     importance = (
@@ -77,14 +83,14 @@ def create_train_state(config, model, optimizer, image_shape) -> TrainState:
     )
     return TrainState(
         step=jnp.int32(0), params=params, ema_params=params, opt_state=optimizer.init(params), rng=base_rng,
-        importance=importance,
+        importance=importance, frozen=frozen,
     )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _init_params(model, image_shape, rng):
     x = jnp.zeros((1,) + image_shape, jnp.float32)
-    y = None if model.num_classes is None else jnp.zeros((1,), jnp.int32)
+    y = None if model.null_label is None else jnp.asarray(model.null_label, jnp.int32)[None]  # the null condition
     return model.init({"params": rng}, x, jnp.zeros((1,), jnp.int32), y)
 
 
@@ -96,12 +102,15 @@ def ema_decay_at(step, decay: float, warmup: bool):
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_options, ema_decay, ema_warmup,
-               label_dropout=0.0, objective="ddpm"):
+               label_dropout=0.0, objective="ddpm", encoder=None):
     """One optimizer step on this device's slice of the global batch; run under pmap over AXIS.
 
-    batch: dict(image float32 [B_dev, H, W, C], label int32 [B_dev] when the model is class-conditional).
+    batch: dict(image float32 [B_dev, H, W, C], label int32 [B_dev] (class) or [B_dev, L] (prompt tokens) when
+    the model is conditional; dropped to the model's `null_label` at rate `label_dropout`).
     objective "ddpm": `losses.training_loss` with `loss_options`; "vdm": a `vdm.VDM` model trained on its VLB
-    (`vdm.training_loss_and_grads`; sched unused). Returns (new state, metrics averaged over devices).
+    (`vdm.training_loss_and_grads`; sched unused). encoder: latent diffusion's
+    `encoder(state.frozen, images, keys) -> latents` (`latent_encoder`), the model then denoising latents.
+    Returns (new state, metrics averaged over devices).
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
     example_rng, dropout_rng, label_rng = jax.random.split(step_rng, 3)
@@ -109,13 +118,14 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
     x0 = batch["image"]
     per_device = x0.shape[0]
     first_index = device * per_device
+    if encoder is not None:
+        x0 = encoder(state.frozen, x0, example_keys(jax.random.fold_in(step_rng, 3), per_device, first_index))
     labels = None
-    if model.num_classes is not None:
+    if model.null_label is not None:
         labels = batch["label"]
-        if label_dropout > 0:  # the null label for classifier-free guidance (Ho & Salimans 2022)
-            keys = example_keys(label_rng, per_device, first_index)
-            drop = per_example(lambda k: jax.random.bernoulli(k, label_dropout), keys)
-            labels = jnp.where(drop, model.null_label, labels)
+        if label_dropout > 0:  # the null condition for classifier-free guidance (Ho & Salimans 2022)
+            labels = drop_condition(labels, model.null_label, label_dropout,
+                                    example_keys(label_rng, per_device, first_index))
 
     def loss_fn(params):
         def model_fn(x, t):
@@ -132,22 +142,62 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
             global_batch=per_device * jax.lax.psum(1, AXIS), **loss_options)
     else:
         (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup)
+    importance = state.importance
+    if importance is not None:
+        gather = functools.partial(jax.lax.all_gather, axis_name=AXIS, tiled=True)
+        importance = importance.update(gather(aux["t"]), gather(aux["loss"]))
+    metrics = {"loss": loss, "grad_norm": grad_norm}
+    metrics.update({k: jnp.mean(aux[k]) for k in ("mse", "vlb") + vdm.METRICS if k in aux})
+    metrics = jax.lax.pmean(metrics, AXIS)
+    return new_state.replace(importance=importance), metrics
+
+
+def drop_condition(labels, null_label, rate: float, keys):
+    """labels [B, ...] (class labels [B], prompt tokens [B, L]) with example i replaced by the null condition
+    `null_label` (shape labels.shape[1:]) where bernoulli(keys[i], rate)."""
+    drop = per_example(lambda k: jax.random.bernoulli(k, rate), keys)
+    null = jnp.asarray(null_label, labels.dtype)
+    return jnp.where(drop.reshape(drop.shape + (1,) * null.ndim), null, labels)
+
+
+def _apply_gradients(state: TrainState, grads, optimizer, ema_decay, ema_warmup) -> tuple[TrainState, jax.Array]:
+    """(state after the optimizer and EMA updates with the gradients averaged over AXIS, their global norm)."""
     grads = jax.lax.pmean(grads, AXIS)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = ema_decay_at(state.step, ema_decay, ema_warmup)
     ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
-    importance = state.importance
-    if importance is not None:
-        gather = functools.partial(jax.lax.all_gather, axis_name=AXIS, tiled=True)
-        importance = importance.update(gather(aux["t"]), gather(aux["loss"]))
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
-    metrics = {"loss": loss, "grad_norm": grad_norm}
-    metrics.update({k: jnp.mean(aux[k]) for k in ("mse", "vlb") + vdm.METRICS if k in aux})
-    metrics = jax.lax.pmean(metrics, AXIS)
-    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
-                              importance=importance)
-    return new_state, metrics
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state)
+    return new_state, grad_norm
+
+
+def autoencoder_step(state: TrainState, batch, *, model, optimizer, kl_weight, ema_decay, ema_warmup):
+    """One optimizer step of the first stage (`autoencoder.autoencoder_loss`) on this device's slice; under pmap.
+    The posterior noise of example i is drawn from fold_in(fold_in(rng, step), i)."""
+    x = batch["image"]
+    keys = example_keys(jax.random.fold_in(state.rng, state.step), x.shape[0], jax.lax.axis_index(AXIS) * x.shape[0])
+    noise = per_example(lambda k: jax.random.normal(k, model.latent_shape(x.shape[1:])), keys)
+
+    def loss_fn(params):
+        return autoencoder_lib.autoencoder_loss(model, params, x, noise, kl_weight)
+
+    (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup)
+    metrics = dict(loss=loss, grad_norm=grad_norm, mse=jnp.mean(aux["mse"]), kl=jnp.mean(aux["kl"]))
+    return new_state, jax.lax.pmean(metrics, AXIS)
+
+
+def latent_encoder(model):
+    """The train step's encoder of latent diffusion: (frozen, images [B, H, W, C], keys [B]) -> scale * z, z a
+    posterior sample of `model` (an `Autoencoder`) with noise drawn per example from its key."""
+
+    def encode(frozen, images, keys):
+        noise = per_example(lambda k: jax.random.normal(k, model.latent_shape(images.shape[1:])), keys)
+        return latent.encode(model, frozen["params"], frozen["scale"], images, noise)
+
+    return encode
 
 
 def make_multi_step(step_fn, steps: int, devices=None):
@@ -220,20 +270,30 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
     pmap_devices = parallel.pmap_devices(devices)
     devices = devices or parallel.local_devices()
     lead = parallel.is_lead_process()
+    arrays = data.load_arrays(config.data.source, "train", **configs.data_options(config))
+    if config.model.get("text", None) is not None:
+        arrays = _tokenize_captions(config, arrays)
     runs.save_or_check_config(workdir, config)
 
     pipeline_kwargs = dict(
         global_batch_size=t_cfg.batch_size, seed=config.seed, random_flip=config.data.random_flip,
         data_dir=config.data.get("data_dir", None), num_devices=len(devices),
     )
-    arrays = data.load_arrays(config.data.source, "train", **configs.data_options(config))
     image_shape = arrays.images.shape[1:]
     model = configs.create_model(config)
     if model.num_classes is not None:
         if arrays.labels is None:
             raise ValueError(f"config.model.num_classes is set but {config.data.source!r} has no labels.")
         validation.check_labels(arrays.labels, model.num_classes, f"{config.data.source!r} split 'train'")
-    state = create_train_state(config, model, create_optimizer(config), image_shape)
+    frozen = None
+    autoencoder = configs.create_autoencoder(config)
+    if autoencoder is not None:  # latent diffusion: stage 1, the autoencoder (trained here unless done)
+        first = _train_autoencoder(config, workdir, autoencoder, arrays, devices, pmap_devices, stop_after, progress)
+        if "report" not in first:
+            return first
+        frozen = dict(params=first["params"], scale=np.float32(first["report"]["scale_factor"]))
+        image_shape = autoencoder.latent_shape(image_shape)
+    state = create_train_state(config, model, create_optimizer(config), image_shape, frozen)
 
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t_cfg.keep_checkpoints,
                                    async_save=t_cfg.get("async_checkpointing", True))
@@ -241,14 +301,96 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
     if ckpt.latest_step() is not None:
         state, data_state = _restore(ckpt, state, workdir)
     pipeline = data.make_iterator(arrays, state=data_state, **pipeline_kwargs)
-
     step_config = _step_config_json(config)
-    writer = _MetricWriter(workdir) if lead else None
     step = int(state.step)
-    start_step = step
     end = t_cfg.num_steps if stop_after is None else min(t_cfg.num_steps, step + stop_after)
-    replicated = parallel.replicate(state, devices)
-    del state
+
+    codec = None if frozen is None else latent.Codec(autoencoder, frozen["params"], float(frozen["scale"]))
+
+    def write_samples(replicated, step):
+        _write_samples(config, replicated, step, image_shape, workdir if lead else None, codec)
+
+    replicated, metrics, last = _loop(
+        parallel.replicate(state, devices), pipeline, ckpt, lambda k: _compiled_steps(step_config, pmap_devices, k),
+        t_cfg, step=step, end=end, writer=_MetricWriter(workdir) if lead else None, progress=progress,
+        on_samples=write_samples, workdir=workdir)
+    state = parallel.unreplicate(replicated)
+    return dict(step=last, metrics=metrics, state=state, steps_run=last - step)
+
+
+def _tokenize_captions(config, arrays: data.Arrays) -> data.Arrays:
+    """The arrays with labels = the captions' tokens [N, L]; config.model.text.vocabulary filled in from the
+    captions when empty (the saved config then keeps it)."""
+    if arrays.captions is None:
+        raise ValueError(f"config.model.text needs captioned data; {config.data.source!r} has no captions (use a "
+                         "'pairs:SOURCE' source).")
+    if not config.model.text.get("vocabulary", None):
+        config.model.text.vocabulary = text_lib.build_vocabulary(arrays.captions)
+    return arrays._replace(labels=configs.tokenizer(config).encode(arrays.captions))
+
+
+def _train_autoencoder(config, workdir, model, arrays, devices, pmap_devices, stop_after, progress) -> dict:
+    """Stage 1 of latent diffusion in workdir/autoencoder/: train (or resume) to config.autoencoder.train.num_steps,
+    then write latent.json (scale factor from the train split's latents, reconstruction error on the test split).
+    Returns dict(params=EMA params, report=latent.json's contents), or (stopped early) dict(step, metrics, ...)."""
+    t_cfg = configs.autoencoder_train_config(config)
+    directory = os.path.join(workdir, latent.AUTOENCODER_DIR)
+    report = latent.read_report(workdir)
+    ckpt = checkpoint.Checkpointer(os.path.join(directory, "checkpoints"), max_to_keep=t_cfg.keep_checkpoints,
+                                   async_save=t_cfg.get("async_checkpointing", True))
+    init_rng, base_rng = jax.random.split(jax.random.PRNGKey(config.seed + 1))
+    params = jax.jit(model.init)(init_rng, jnp.zeros((1,) + arrays.images.shape[1:]),
+                                 jnp.zeros((1,) + model.latent_shape(arrays.images.shape[1:])))
+    optimizer = create_optimizer(ml_collections.ConfigDict(dict(train=t_cfg)))
+    state = TrainState(step=jnp.int32(0), params=params, ema_params=params, opt_state=optimizer.init(params),
+                       rng=base_rng)
+    data_state = None
+    if ckpt.latest_step() is not None:
+        state, data_state = _restore(ckpt, state, directory)
+    step = int(state.step)
+    if report is not None and step >= t_cfg.num_steps:
+        ckpt.close()
+        return dict(params=state.ema_params, report=report)
+    pipeline = data.make_iterator(arrays, state=data_state, global_batch_size=t_cfg.batch_size, seed=config.seed,
+                                  random_flip=config.data.random_flip, num_devices=len(devices))
+    end = t_cfg.num_steps if stop_after is None else min(t_cfg.num_steps, step + stop_after)
+    steps = functools.partial(_compiled_autoencoder_steps, _step_config_json(config), pmap_devices)
+    start = time.perf_counter()
+    replicated, metrics, last = _loop(
+        parallel.replicate(state, devices), pipeline, ckpt, steps, t_cfg, step=step, end=end,
+        writer=_MetricWriter(directory) if parallel.is_lead_process() else None, progress=progress,
+        on_samples=None, workdir=directory)
+    state = parallel.unreplicate(replicated)
+    if last < t_cfg.num_steps:
+        return dict(step=last, metrics=metrics, state=state, steps_run=last - step)
+    report = _autoencoder_report(config, model, state.ema_params, arrays, time.perf_counter() - start)
+    if parallel.is_lead_process():
+        latent.write_report(workdir, report)
+    return dict(params=state.ema_params, report=report)
+
+
+def _autoencoder_report(config, model, params, arrays, seconds) -> dict:
+    """latent.json: the scale factor (1 / std of the train split's posterior samples, noise from PRNGKey(seed)),
+    the latent shape, and the test split's reconstruction error (of the posterior means) in [-1, 1] units."""
+    images = data.to_float(arrays.images, arrays.max_value)
+    noise = np.asarray(jax.random.normal(jax.random.PRNGKey(config.seed),
+                                         (len(images),) + model.latent_shape(images.shape[1:])))
+    unit = latent.Codec(model, params, 1.0)
+    scale = latent.scale_factor(unit.encode(images, noise))
+    test = data.load_arrays(config.data.source, "test", data_dir=config.data.get("data_dir", None))
+    test_images = data.to_float(test.images, test.max_value)
+    squared = np.square(latent.Codec(model, params, scale).decode(unit.encode(test_images) * scale) - test_images)
+    mse = float(np.mean(squared))
+    return dict(scale_factor=scale, latent_shape=list(model.latent_shape(images.shape[1:])),
+                test_reconstruction_mse=mse, test_reconstruction_psnr_db=float(10 * np.log10(4.0 / mse)),
+                test_examples=len(test_images), train_seconds=seconds)
+
+
+def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, progress, on_samples, workdir):
+    """Run the compiled steps (`compiled(k)`: k steps per call) from `step` to `end`: log to `writer`, call
+    `on_samples(replicated, step)` every t_cfg.sample_every steps, checkpoint every t_cfg.checkpoint_every steps, at
+    t_cfg.num_steps and on SIGTERM (then raise `Preempted`). Closes the pipeline, writer and checkpointer.
+    Returns (replicated state, last metrics, last step)."""
     bar = _progress_bar(step, t_cfg.num_steps, progress)
     metrics, timer = {}, _Timer()
     try:
@@ -256,7 +398,7 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
             while step < end:
                 k = min(t_cfg.steps_per_call, end - step)
                 batches = _stack([next(pipeline) for _ in range(k)])
-                replicated, metrics_dev = _compiled_steps(step_config, pmap_devices, k)(replicated, batches)
+                replicated, metrics_dev = compiled(k)(replicated, batches)
                 metrics = {name: float(v[0]) for name, v in jax.device_get(metrics_dev).items()}
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise FloatingPointError(
@@ -271,8 +413,8 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
                 if writer and (step % t_cfg.log_every < k or step == end):
                     writer.write(step, dict(metrics, images_per_sec=timer.rate(),
                                             compile_seconds=timer.first_call_seconds))
-                if t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
-                    _write_samples(config, replicated, step, image_shape, workdir if lead else None)
+                if on_samples and t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
+                    on_samples(replicated, step)
                 if step % t_cfg.checkpoint_every < k or step == t_cfg.num_steps or preemption.requested:
                     ckpt.save(step, parallel.unreplicate(replicated), pipeline.state())
                 if preemption.requested:
@@ -284,8 +426,7 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
         if writer:
             writer.close()
         ckpt.close()  # waits for the write in flight; raises CheckpointWriteError if it failed
-    state = parallel.unreplicate(replicated)
-    return dict(step=step, metrics=metrics, state=state, steps_run=step - start_step)
+    return replicated, metrics, step
 
 
 def _restore(ckpt, like, workdir):
@@ -327,12 +468,26 @@ def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
     config = configs.from_json(step_config)
     t_cfg = config.train
     objective = configs.objective(config)
+    autoencoder = configs.create_autoencoder(config)
     step_fn = functools.partial(
         train_step, model=configs.create_model(config), optimizer=create_optimizer(config),
         sched=configs.create_schedule(config) if objective == "ddpm" else None,
         loss_options=configs.loss_options(config), ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
         label_dropout=t_cfg.get("label_dropout", 0.0), objective=objective,
+        encoder=None if autoencoder is None else latent_encoder(autoencoder),
     )
+    return make_multi_step(step_fn, steps, devices)
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_autoencoder_steps(step_config: str, devices: tuple | None, steps: int):
+    """The pmapped `steps`-step function of the first stage of a latent config, compiled once per process."""
+    config = configs.from_json(step_config)
+    t_cfg = configs.autoencoder_train_config(config)
+    step_fn = functools.partial(
+        autoencoder_step, model=configs.create_autoencoder(config),
+        optimizer=create_optimizer(ml_collections.ConfigDict(dict(train=t_cfg))),
+        kl_weight=config.autoencoder.kl_weight, ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup)
     return make_multi_step(step_fn, steps, devices)
 
 
@@ -341,14 +496,17 @@ def _stack(batches):
     return jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *batches)
 
 
-def _write_samples(config, replicated, step, image_shape, workdir):
-    """EMA samples (every process takes part in sampling); the grid is written where workdir is given."""
+def _write_samples(config, replicated, step, image_shape, workdir, codec=None):
+    """EMA samples (every process takes part in sampling; a text model's are unconditional, of the empty prompt),
+    decoded by `codec` for latent diffusion; the grid is written where workdir is given."""
     ema = parallel.unreplicate(replicated.ema_params)
     images = configs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
+    if codec is not None:
+        images = codec.decode(images)
     if workdir is None:
         return
     viz.save_grid(images, os.path.join(workdir, "samples", f"step_{step:07d}.png"),
-                  upscale=max(1, 128 // image_shape[0]))
+                  upscale=max(1, 128 // images.shape[1]))
 
 
 class _Timer:

@@ -121,6 +121,20 @@ def validate_config(config, *, training: bool = True) -> None:
         check_count("config.sample.per_device_batch", s.per_device_batch)
     if data.parse_source(config.data.source).kind == "series":
         _validate_series(config)
+    if config.get("autoencoder", None) is not None:
+        a = config.autoencoder
+        for name in ("ch", "num_res_blocks", "latent_channels", "out_channels", "norm_groups"):
+            check_count(f"config.autoencoder.{name}", a[name])
+        check_number("config.autoencoder.kl_weight", a.kl_weight, 0.0)
+        if s.clip_denoised:
+            raise ValueError("latent diffusion samples latents, which are not confined to [-1, 1]: set "
+                             "config.sample.clip_denoised = False.")
+        if training:
+            _validate_train(configs.autoencoder_train_config(config), train)
+    if config.model.get("text", None) is not None:
+        text = config.model.text
+        for name in ("max_length", "width", "depth", "num_heads"):
+            check_count(f"config.model.text.{name}", text[name], 2 if name == "max_length" else 1)
     if training:
         _validate_train(config.train, train)
 

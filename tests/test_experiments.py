@@ -1,4 +1,5 @@
-"""Every experiment config loads, builds its U-Net and schedule, and the paper configs have the paper's size."""
+"""Every experiment config loads, builds its U-Net (or text U-Net on latents) and schedule, and the paper configs
+have the paper's size."""
 
 import glob
 import os
@@ -7,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ddpm_jax import configs
-from ddpm_jax.models import unet
+from ddpm_jax import configs, text_pairs
+from ddpm_jax.models import text, unet
 
 EXPERIMENTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments", "*.py")))
 IMAGE_SHAPES = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3),
@@ -23,8 +24,17 @@ EXPECTED_PARAMS = {"cifar10.py": 35_746_307, "celeba64.py": 78_700_803,  # Ho et
 def test_experiment_builds(path):
     config = configs.load_config(path)
     assert configs.load_config(path, ["--config.train.num_steps=7"]).train.num_steps == 7
+    if config.model.get("text", None) is not None:  # training fills the vocabulary in from the captions
+        config.model.text.vocabulary = text.build_vocabulary(text_pairs.NUMBER_WORDS + ("left", "right", "of"))
     model = configs.create_model(config)
-    shape = IMAGE_SHAPES.get(config.data.source) or configs.data_shape(config)  # series: (context + horizon, C)
+    source = config.data.source
+    if source.startswith("pairs:"):  # two digits side by side
+        shape = IMAGE_SHAPES[source.removeprefix("pairs:")]
+        shape = (shape[0], 2 * shape[1], shape[2])
+    else:
+        shape = IMAGE_SHAPES.get(source) or configs.data_shape(config)  # series: (context + horizon, C)
+    if configs.create_autoencoder(config) is not None:  # latent diffusion: the U-Net sees latents
+        shape = configs.create_autoencoder(config).latent_shape(shape)
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
                                                jnp.zeros((1,), jnp.int32)))
     sched = configs.create_schedule(config)

@@ -65,6 +65,8 @@ __all__ = [
     "GroupNorm",
     "ResnetBlock",
     "AttnBlock",
+    "CrossAttnBlock",
+    "attention",
     "Downsample",
     "Upsample",
     "get_timestep_embedding",
@@ -268,9 +270,49 @@ class AttnBlock(nn.Module):
         q = _dense(C, "q", self.dtype)(h).reshape(B, n, self.num_heads, d)
         k = _dense(C, "k", self.dtype)(h).reshape(B, n, self.num_heads, d)
         v = _dense(C, "v", self.dtype)(h).reshape(B, n, self.num_heads, d)
-        w = jnp.einsum("bqnd,bknd->bnqk", q, k) * (d ** -0.5)
-        w = jax.nn.softmax(w.astype(jnp.float32), axis=-1).astype(v.dtype)
-        h = jnp.einsum("bnqk,bknd->bqnd", w, v).reshape(x.shape)
+        h = attention(q, k, v).reshape(x.shape)
+        h = _dense(C, "proj_out", self.dtype, init_scale=0.0)(h)
+        return x + h
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+    """Multi-head dot-product attention: q [B, Q, N, d], k and v [B, K, N, d], mask bool [B, K] (True = attend;
+    None = all) -> [B, Q, N, d]. softmax(q k^T / sqrt(d)) v, the softmax in float32; masked keys get weight 0."""
+    w = jnp.einsum("bqnd,bknd->bnqk", q, k) * (q.shape[-1] ** -0.5)
+    w = w.astype(jnp.float32)
+    if mask is not None:
+        w = jnp.where(mask[:, None, None, :], w, jnp.finfo(jnp.float32).min)
+    w = jax.nn.softmax(w, axis=-1).astype(v.dtype)
+    return jnp.einsum("bnqk,bknd->bqnd", w, v)
+
+
+class CrossAttnBlock(nn.Module):
+    """Cross-attention from the image to a sequence (Rombach et al. 2022, sec. 3.3), with a residual:
+    x [B, H, W, C] (or [B, L, C]), context [B, L, D], mask bool [B, L] (True = a real token) -> x's shape.
+
+    GroupNorm(x) -> q (1x1); LayerNorm(context) -> k, v (C each) -> attention over the L tokens, padding masked
+    -> proj_out (zero-init) -> + x. At least one token per example must be unmasked.
+    """
+
+    num_heads: int = 1
+    norm_groups: int = NUM_GROUPS
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array) -> jax.Array:
+        B, C, n = x.shape[0], x.shape[-1], math.prod(x.shape[1:-1])
+        if C % self.num_heads:
+            raise ValueError(f"attention channels ({C}) must be divisible by num_heads ({self.num_heads})")
+        if context.ndim != 3 or context.shape[0] != B or mask.shape != context.shape[:2]:
+            raise ValueError(f"context must be [B, L, D] with B = {B} and mask [B, L]; got context "
+                             f"{context.shape}, mask {mask.shape}")
+        d, L = C // self.num_heads, context.shape[1]
+        h = _group_norm("norm", self.dtype, self.norm_groups)(x)
+        c = nn.LayerNorm(dtype=self.dtype, name="norm_context")(context)
+        q = _dense(C, "q", self.dtype)(h).reshape(B, n, self.num_heads, d)
+        k = _dense(C, "k", self.dtype)(c).reshape(B, L, self.num_heads, d)
+        v = _dense(C, "v", self.dtype)(c).reshape(B, L, self.num_heads, d)
+        h = attention(q, k, v, mask).reshape(x.shape)
         h = _dense(C, "proj_out", self.dtype, init_scale=0.0)(h)
         return x + h
 
@@ -337,6 +379,9 @@ class UNet(nn.Module):
         [B, H/p, W/p, p*p*C]) before conv_in and the output back through depth-to-space, so every level works
         at 1/p the side (about 1/p^2 the convolution FLOPs) and attn_resolutions count the patched sides.
         Hoogeboom et al. 2023 ("simple diffusion") downsample the same way; 1 (the default) is Ho et al.'s U-Net.
+      cross_attention: every attention block is followed by a `CrossAttnBlock` (named `<block>_cross`) to the
+        `context` = (embeddings [B, L, D], mask bool [B, L]) the call then needs (text conditioning, Rombach et
+        al. 2022; see `models.text.TextUNet`).
     """
 
     ch: int = 128
@@ -355,6 +400,7 @@ class UNet(nn.Module):
     remat: bool = False
     fourier_features: Sequence[int] = ()
     patch_size: int = 1
+    cross_attention: bool = False
 
     @property
     def null_label(self) -> int | None:
@@ -398,10 +444,13 @@ class UNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, y: jax.Array | None = None, *,
-                 train: bool = False) -> jax.Array:
+                 context: tuple[jax.Array, jax.Array] | None = None, train: bool = False) -> jax.Array:
         x, t = jnp.asarray(x), jnp.asarray(t)
         y = None if y is None else jnp.asarray(y)
         self._check_inputs(x, t, y)
+        if self.cross_attention != (context is not None):
+            raise ValueError("a U-Net with cross_attention=True needs context=(embeddings [B, L, D], mask [B, L]), "
+                             "and one without takes none")
         B, C, spatial = x.shape[0], x.shape[-1], x.ndim - 2
         if self.out_channels is not None:
             out_ch = self.out_channels
@@ -418,7 +467,11 @@ class UNet(nn.Module):
                                 norm_groups=self.norm_groups, dtype=dt, name=name)(h, temb, train)
 
         def attn(h, name):
-            return attn_block(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt, name=name)(h)
+            h = attn_block(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt, name=name)(h)
+            if self.cross_attention:
+                h = CrossAttnBlock(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt,
+                                   name=f"{name}_cross")(h, *context)
+            return h
 
         # Timestep (and class) embedding.
         temb = get_timestep_embedding(t, self.ch)
