@@ -121,7 +121,8 @@ def save_or_check_config(workdir: str, config: ml_collections.ConfigDict) -> Non
     """Save the config in the run directory, or check that the one there is compatible.
 
     Raises ValueError naming the differing fields when `workdir` holds a run of another model or process
-    (config.model, config.diffusion, config.data.source and .window, config.autoencoder); other fields (steps, logging, batch size) may change.
+    (config.model, config.diffusion, config.data.source and .window, config.autoencoder); other fields (steps,
+    logging, batch size) may change.
     The config of a run that wrote no checkpoint yet (one stopped by an error) is replaced.
     """
     path = os.path.join(workdir, CONFIG_FILE)
