@@ -256,5 +256,5 @@ def test_classifier_free_guidance():
     one = sampling.sample_sharded(model, SCHED, jax.random.PRNGKey(0), 5, (2, 2, 1), labels=[0, 1, 0, 1, 1],
                                   num_steps=5, devices=jax.local_devices()[:1])
     np.testing.assert_allclose(got, one, rtol=1e-5, atol=1e-6)
-    with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
+    with pytest.raises(ValueError, match=r"labels must have shape \(5, \.\.\.\) \(one per sample\)"):
         sampling.sample_sharded(model, SCHED, jax.random.PRNGKey(0), 5, (2, 2, 1), labels=[0, 1])
