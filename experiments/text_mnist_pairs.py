@@ -13,22 +13,16 @@ training canvases). The autoencoder halves the resolution (28x56x1 <-> 14x28x4);
 2-core CPU); prompt accuracy with `train-classifier --dataset mnist` and benchmarks/prompt_accuracy.py.
 """
 
-from ddpm_jax.configs import base_config
+import os
+
+from ddpm_jax.configs import load_config
 
 
 def get_config():
-    config = base_config()
-    config.data.update(source="pairs:mnist", random_flip=False)
-    config.model.update(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0, norm_groups=8,
-                        scale_shift_norm=True, num_heads=4)
-    config.model.text = dict(max_length=8, width=64, depth=2, num_heads=4, vocabulary=())
-    config.autoencoder = dict(
-        ch=32, ch_mult=(1, 2), num_res_blocks=1, latent_channels=4, out_channels=1, norm_groups=8, kl_weight=1e-4,
-        train=dict(num_steps=4000, batch_size=64, learning_rate=1e-3, lr_schedule="cosine", warmup_steps=200,
-                   ema_decay=0.999, ema_warmup=True, log_every=100, checkpoint_every=1000, sample_every=0,
-                   keep_checkpoints=2))
-    config.train.update(num_steps=20_000, batch_size=128, learning_rate=1e-3, lr_schedule="cosine", warmup_steps=200,
-                        ema_decay=0.999, ema_warmup=True, label_dropout=0.1, log_every=100, checkpoint_every=2000,
-                        sample_every=0, keep_checkpoints=2)
-    config.sample.update(sampler="dpm++2m-sde", num_steps=20, clip_denoised=False)
+    """experiments/text_digit_pairs.py with what differs for MNIST: the source, attention at 7x14, longer stages."""
+    config = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "text_digit_pairs.py"))
+    config.data.source = "pairs:mnist"
+    config.model.attn_resolutions = (7,)
+    config.autoencoder.train.update(num_steps=4000, warmup_steps=200, checkpoint_every=1000)
+    config.train.update(num_steps=20_000, warmup_steps=200, checkpoint_every=2000)
     return config
