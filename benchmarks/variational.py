@@ -116,14 +116,17 @@ def main(argv=None) -> int:
     from ddpm_jax import configs, data, train, vdm
     from ddpm_jax.models.unet import count_params
 
-    results = {}
+    results, test_splits = {}, {}  # test splits by (source, data_dir): the runs of a dataset share one
     for name in args.only.split(","):
         path, overrides = RUNS[name]
         path = path.format(dataset=args.dataset)
         overrides = (overrides + ([f"--config.train.num_steps={args.steps}"] if args.steps else [])
                      + ([f"--config.data.source={args.source}"] if args.source else []))
         config = configs.load_config(os.path.join(common.REPO, path), overrides)
-        test = data.load_arrays(config.data.source, "test", data_dir=config.data.data_dir)
+        source, data_dir = config.data.source, config.data.data_dir
+        if (source, data_dir) not in test_splits:
+            test_splits[source, data_dir] = data.load_arrays(source, "test", data_dir=data_dir)
+        test = test_splits[source, data_dir]
         images = test.images[:args.num_test]
         workdir = os.path.join(args.runs_dir, name if args.dataset == "digits" else f"{args.dataset}_{name}")
         t0 = time.perf_counter()
