@@ -42,6 +42,24 @@ def prompt_set(per_prompt: int):
             text_pairs.held_out(digits[:, 0], digits[:, 1]))
 
 
+def img2img_rows(run, net, strengths, guidance: float, seed: int, per_pair: int = 4) -> dict:
+    """Edit samples of "L left of R" (the 10 pairs R = (L + 1) mod 10, `per_pair` each) towards "L left of R'",
+    R' = (R + 1) mod 10 (all seen pairs): per strength, the fraction of edits that classify as the target pair and
+    as the source pair; "source" is the fraction of the unedited samples that are right."""
+    source = np.array([(a, (a + 1) % 10) for a in range(10) for _ in range(per_pair)], np.int32)
+    target = np.stack([source[:, 0], (source[:, 1] + 1) % 10], axis=1)
+    prompts = [text_pairs.caption(a, b, 0) for a, b in source]
+    images = text_to_image.sample(run, prompts, jax.random.PRNGKey(seed + 2), guidance_scale=guidance)
+    rows = dict(pairs=len(source), guidance=guidance, source=float(np.mean(both_right(net, images, source))))
+    for s in strengths:
+        edited = text_to_image.img2img(run, images, [text_pairs.caption(a, b, 0) for a, b in target],
+                                       jax.random.PRNGKey(seed + 3), strength=s, guidance_scale=guidance)
+        rows[str(s)] = dict(target=float(np.mean(both_right(net, edited, target))),
+                            source=float(np.mean(both_right(net, edited, source))))
+        print(f"img2img strength {s}: target {rows[str(s)]['target']:.3f}, source {rows[str(s)]['source']:.3f}")
+    return rows
+
+
 def stage_seconds(path: str) -> float | None:
     """A training stage's seconds from its metrics.jsonl: the span of the log records, plus the steps before the
     first record at the steady rate between the records, plus the first call's compile time."""
@@ -64,6 +82,9 @@ def main():
     p.add_argument("--out", default=None, help="results JSON")
     p.add_argument("--grid", default=None, help="PNG: held-out and seen prompts (rows) x samples at --grid-guidance")
     p.add_argument("--grid-guidance", type=float, default=3.0)
+    p.add_argument("--img2img-strengths", type=float, nargs="*", default=[0.4, 0.6, 0.8],
+                   help="edit samples of 'L left of R' to 'L left of R+1' at these strengths (guidance "
+                        "--grid-guidance); none: skip")
     args = p.parse_args()
 
     run = runs.load_run(args.workdir)
@@ -104,6 +125,8 @@ def main():
                                       guidance_scale=args.grid_guidance)
         viz.save_grid(images, args.grid, nrow=n, upscale=8)
         result["grid"] = dict(path=args.grid, guidance=args.grid_guidance, prompts=grid_prompts)
+    if args.img2img_strengths:
+        result["img2img"] = img2img_rows(run, net, args.img2img_strengths, args.grid_guidance, args.seed)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)

@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
         data=dict(source="cifar10", data_dir=None, image_size=None, random_flip=True),
         model=dict(**unet.PRESETS["ddpm_cifar10"],
                    scale_shift_norm=False, num_classes=None, num_heads=1, norm_groups=32, dtype="float32",
-                   remat=False, patch_size=1),
+                   remat=False, patch_size=1, cross_attention_positions=False),
         diffusion=dict(schedule="linear", num_timesteps=1000, zero_terminal_snr=False, schedule_options={},
                        prediction="eps", variance="fixed_large", loss_type="mse", weighting="none",
                        hybrid_lambda=1e-3, min_snr_gamma=5.0, p2_k=1.0, p2_gamma=1.0, importance_sampling=False),
@@ -106,6 +106,7 @@ def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM | TextUNet
         fourier_features=tuple(m.get("fourier_features", ())),
         patch_size=m.get("patch_size", 1),
         cross_attention=text is not None,
+        cross_attention_positions=m.get("cross_attention_positions", False),
     )
     if text is not None:
         encoder = TextEncoder(vocab_size=tokenizer(config).vocab_size, max_length=text.max_length, width=text.width,

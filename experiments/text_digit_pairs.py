@@ -11,6 +11,9 @@ of eight" or "eight right of three" (both: 3 on the left, 8 on the right); the 1
 1. a KL autoencoder (f = 2, 4 latent channels: 8x16x1 <-> 4x8x4), its scale factor computed from the data;
 2. a text-conditional U-Net on the scaled latents (cross-attention to a 2-layer Transformer over the caption's
    words at 4x8 and 2x4, trained with it; the empty prompt is the null condition, 10% of prompts dropped to it).
+   The cross-attention queries carry a learned position embedding (`model.cross_attention_positions`): which
+   word a latent pixel should read depends on whether it is on the left or the right. Without it the model drew
+   the two asked digits in either order (57.5% of seen and 21.2% of held-out prompts right at guidance 3).
 
 Measurements: docs/text_to_image.md (benchmarks/prompt_accuracy.py).
 """
@@ -22,7 +25,7 @@ def get_config():
     config = base_config()
     config.data.update(source="pairs:digits", random_flip=False)
     config.model.update(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4, 2), dropout=0.0,
-                        norm_groups=8, scale_shift_norm=True, num_heads=4)
+                        norm_groups=8, scale_shift_norm=True, num_heads=4, cross_attention_positions=True)
     config.model.text = dict(max_length=8, width=64, depth=2, num_heads=4, vocabulary=())
     config.autoencoder = dict(
         ch=32, ch_mult=(1, 2), num_res_blocks=1, latent_channels=4, out_channels=1, norm_groups=8, kl_weight=1e-4,

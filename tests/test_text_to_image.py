@@ -70,6 +70,24 @@ def test_cross_attention_ignores_masked_tokens_and_starts_at_identity():
     assert not np.allclose(block.apply(params, x, ctx.at[0, 0].set(3.0), mask), out)
 
 
+def test_cross_attention_positions_tell_identical_pixels_apart():
+    # Every pixel the same: without positions every query is the same, so every pixel reads the same words; with
+    # them each pixel's query differs and so does what it reads.
+    x = jnp.ones((1, 2, 4, 16)) * jnp.arange(16.0)
+    ctx = jax.random.normal(jax.random.PRNGKey(1), (1, 5, 12))
+    mask = jnp.ones((1, 5), bool)
+    for positions in (False, True):
+        block = unet.CrossAttnBlock(num_heads=2, norm_groups=8, positions=positions)
+        params = block.init(jax.random.PRNGKey(2), x, ctx, mask)
+        names = set(params["params"])
+        assert ("pos_emb" in names) == positions
+        if positions:
+            assert params["params"]["pos_emb"].shape == (2, 4, 16)
+        params["params"]["proj_out"]["kernel"] = jnp.eye(16)  # off the zero init: out = x + attention
+        out = np.asarray(block.apply(params, x, ctx, mask)).reshape(8, 16)
+        assert np.allclose(out, out[:1], atol=1e-5) != positions
+
+
 def _text_unet(max_length=6):
     tok = text.Tokenizer(VOCAB, max_length)
     net = unet.tiny(num_heads=2, cross_attention=True, dropout=0.0, norm_groups=8)

@@ -292,10 +292,16 @@ class CrossAttnBlock(nn.Module):
 
     GroupNorm(x) -> q (1x1); LayerNorm(context) -> k, v (C each) -> attention over the L tokens, padding masked
     -> proj_out (zero-init) -> + x. At least one token per example must be unmasked.
+
+    With `positions`, a learned embedding of each position ([H, W, C], normal(1) at init: the scale of the
+    normalized features) is added to the normalized x before q, so a query knows where it is: which word a
+    position should read ("three left of eight") is a question of where the position is, which the
+    translation-equivariant convolutions tell it only through the zero padding at the borders.
     """
 
     num_heads: int = 1
     norm_groups: int = NUM_GROUPS
+    positions: bool = False
     dtype: Any = jnp.float32
 
     @nn.compact
@@ -308,6 +314,8 @@ class CrossAttnBlock(nn.Module):
                              f"{context.shape}, mask {mask.shape}")
         d, L = C // self.num_heads, context.shape[1]
         h = _group_norm("norm", self.dtype, self.norm_groups)(x)
+        if self.positions:
+            h = h + self.param("pos_emb", nn.initializers.normal(1.0), x.shape[1:]).astype(self.dtype)
         c = nn.LayerNorm(dtype=self.dtype, name="norm_context")(context)
         q = _dense(C, "q", self.dtype)(h).reshape(B, n, self.num_heads, d)
         k = _dense(C, "k", self.dtype)(c).reshape(B, L, self.num_heads, d)
@@ -382,6 +390,8 @@ class UNet(nn.Module):
       cross_attention: every attention block is followed by a `CrossAttnBlock` (named `<block>_cross`) to the
         `context` = (embeddings [B, L, D], mask bool [B, L]) the call then needs (text conditioning, Rombach et
         al. 2022; see `models.text.TextUNet`).
+      cross_attention_positions: the cross-attention queries get a learned position embedding
+        (`CrossAttnBlock.positions`); fixes the image size the parameters fit.
     """
 
     ch: int = 128
@@ -401,6 +411,7 @@ class UNet(nn.Module):
     fourier_features: Sequence[int] = ()
     patch_size: int = 1
     cross_attention: bool = False
+    cross_attention_positions: bool = False
 
     @property
     def null_label(self) -> int | None:
@@ -470,7 +481,7 @@ class UNet(nn.Module):
             h = attn_block(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt, name=name)(h)
             if self.cross_attention:
                 h = CrossAttnBlock(num_heads=self.num_heads, norm_groups=self.norm_groups, dtype=dt,
-                                   name=f"{name}_cross")(h, *context)
+                                   positions=self.cross_attention_positions, name=f"{name}_cross")(h, *context)
             return h
 
         # Timestep (and class) embedding.
