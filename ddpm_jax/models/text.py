@@ -66,8 +66,8 @@ class Tokenizer(NamedTuple):
         for n, prompt in enumerate(prompts):
             ws = words(prompt)
             if not ws and not allow_empty:
-                raise ValueError("the prompt is empty: give a caption such as "
-                                 f"{' '.join(self.vocabulary[:4])!r} (words: {', '.join(self.vocabulary)}).")
+                raise ValueError("the prompt is empty: give a caption of at most "
+                                 f"{self.max_length - 1} of the model's words ({', '.join(self.vocabulary)}).")
             unknown = [w for w in ws if w not in index]
             if unknown:
                 raise ValueError(f"prompt {prompt!r}: unknown word(s) {', '.join(map(repr, unknown))}; the model "
