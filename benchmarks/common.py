@@ -17,7 +17,8 @@ from typing import Callable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The three benchmarked model sizes: the experiment config each comes from, the image shape, and default
-# batches (training batch, sampling batch). digits and mnist train at their configs' batch sizes; the 35.7M
+# batches (training batch, sampling batch). digits trains at its config's batch size, mnist at 128 (its config's
+# until it became the 30-minute CPU recipe, batch 32, in which the figures of docs/ were measured); the 35.7M
 # CIFAR-10 model (config batch 128) trains at 16 here, a batch that runs in seconds per step on 2 CPU cores.
 MODELS = {
     "digits": dict(config="experiments/digits.py", image_shape=(8, 8, 1), batch=64, sample_batch=64,

@@ -1,20 +1,19 @@
-"""DDPM on Fashion-MNIST (28x28): the MNIST experiment on clothes, wider and longer, with flips.
+"""Fashion-MNIST given 30 minutes on 2 CPU cores: experiments/mnist.py's network and recipe on clothes, with flips.
 
     python -m ddpm_jax train --config experiments/fashion_mnist.py --workdir runs/fashion_mnist
     # offline: --config.data.source=npz:/path/to/fashion_mnist.npz (keys x_train, y_train, x_test, y_test)
+    python -m ddpm_jax sample --workdir runs/fashion_mnist --num 500 --out runs/fashion_mnist/samples.png
 
-Garments are mirror-symmetric (flips on) and carry more texture than digits: ch 64 and 40k steps.
+Garments are mirror-symmetric, so horizontal flips double the data for free; the ten classes condition the
+U-Net as the digits do (label dropout 0.1, so guidance works).
 """
 
-from ddpm_jax.configs import base_config
-from ddpm_jax.models import unet
+import os
+
+from ddpm_jax.configs import load_config
 
 
 def get_config():
-    config = base_config()
+    config = load_config(os.path.join(os.path.dirname(os.path.abspath(__file__)), "mnist.py"))
     config.data.update(source="fashion_mnist", random_flip=True)
-    config.model.update(unet.PRESETS["fashion_mnist"])
-    config.train.update(num_steps=40_000, batch_size=128, learning_rate=5e-4, lr_schedule="cosine",
-                        warmup_steps=500, ema_decay=0.9995, ema_warmup=True, checkpoint_every=2000,
-                        sample_every=5000)
     return config

@@ -551,8 +551,6 @@ PRESETS: dict[str, dict[str, Any]] = {
                    scale_shift_norm=True),  # 8x8x1: 755,009
     "mnist": dict(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(7,), dropout=0.0, norm_groups=8,
                   scale_shift_norm=True),  # 28x28x1: 1,191,233
-    "fashion_mnist": dict(ch=64, ch_mult=(1, 2, 2), num_res_blocks=2, attn_resolutions=(7,), dropout=0.1,
-                          norm_groups=16, scale_shift_norm=True),
     # For tests, 8x8x3: 702,499.
     "tiny": dict(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(4,), dropout=0.1),
 }
