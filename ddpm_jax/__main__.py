@@ -53,6 +53,7 @@ def _sample(args, overrides):
     files.check_writable(os.path.dirname(os.path.abspath(args.out)) if args.out else args.workdir,
                          "the sample grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
+    run.check_images("sample")
     if run.config.model.get("text", None) is not None or args.prompt is not None:
         return _sample_prompt(args, run)
     step, image_shape = run.step, run.image_shape()
@@ -130,6 +131,7 @@ def _edit(args, overrides):
     viz.check_png_path(args.out)
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "the grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
+    run.check_images(args.command)
     image_shape = run.image_shape()
     images = np.repeat(viz.read_images(args.input, image_shape), args.num, axis=0)  # --num edits of each image
     text = run.config.model.get("text", None) is not None

@@ -101,6 +101,7 @@ def evaluate(
     if write:
         check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")
     run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides)
+    run.check_images("evaluate")
     if run.codec is not None or run.config.model.get("text", None) is not None:
         raise ValueError(f"the run in {workdir!r} is a text-to-image (latent) run: evaluate measures pixel-space "
                          "models; measure it with benchmarks/prompt_accuracy.py.")

@@ -52,6 +52,13 @@ class Run(NamedTuple):
         """(H, W, C) of the run's data, (context + horizon, C) for a series (reads the data source's metadata)."""
         return configs.data_shape(self.config)
 
+    def check_images(self, command: str) -> None:
+        """ValueError naming the `forecast` command when the run was trained on a series, not on images."""
+        if len(self.image_shape()) != 3:
+            raise ValueError(f"{command} works on image runs; {self.workdir!r} was trained on the series "
+                             f"{self.config.data.source!r}: forecast with `python -m ddpm_jax forecast --workdir "
+                             f"{self.workdir}`.")
+
     def model_shape(self) -> tuple[int, int, int]:
         """(H, W, C) of what the diffusion model generates: the latent shape of a latent run, else the images'."""
         shape = self.image_shape()

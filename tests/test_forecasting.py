@@ -219,3 +219,7 @@ def test_forecast_refuses_an_image_run_and_bad_arguments(series_run, tmp_path, c
     config = configs.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "digits.py"))
     with pytest.raises(ValueError, match="forecast needs a run trained on a series"):
         configs.forecast(config, None, jax.random.key(0), 4)
+    for command in ("sample", "evaluate"):  # and the image commands refuse a series run, naming `forecast`
+        assert cli.main([command, "--workdir", workdir]) == 2
+        err = capsys.readouterr().err
+        assert f"{command} works on image runs" in err and "python -m ddpm_jax forecast" in err, err
