@@ -48,12 +48,12 @@ def img2img_rows(run, net, strengths, guidance: float, seed: int, per_pair: int 
     as the source pair; "source" is the fraction of the unedited samples that are right."""
     source = np.array([(a, (a + 1) % 10) for a in range(10) for _ in range(per_pair)], np.int32)
     target = np.stack([source[:, 0], (source[:, 1] + 1) % 10], axis=1)
-    prompts = [text_pairs.caption(a, b, 0) for a, b in source]
+    prompts, edits = ([text_pairs.caption(a, b, 0) for a, b in pairs] for pairs in (source, target))
     images = text_to_image.sample(run, prompts, jax.random.PRNGKey(seed + 2), guidance_scale=guidance)
     rows = dict(pairs=len(source), guidance=guidance, source=float(np.mean(both_right(net, images, source))))
     for s in strengths:
-        edited = text_to_image.img2img(run, images, [text_pairs.caption(a, b, 0) for a, b in target],
-                                       jax.random.PRNGKey(seed + 3), strength=s, guidance_scale=guidance)
+        edited = text_to_image.img2img(run, images, edits, jax.random.PRNGKey(seed + 3), strength=s,
+                                       guidance_scale=guidance)
         rows[str(s)] = dict(target=float(np.mean(both_right(net, edited, target))),
                             source=float(np.mean(both_right(net, edited, source))))
         print(f"img2img strength {s}: target {rows[str(s)]['target']:.3f}, source {rows[str(s)]['source']:.3f}")

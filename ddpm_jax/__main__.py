@@ -203,14 +203,13 @@ def _train_classifier(args, overrides):
 def _plots(args, overrides):
     import jax
 
-    from ddpm_jax import data, runs, sampling, viz
+    from ddpm_jax import configs, data, runs, sampling, viz
 
     out = args.out_dir
     written = [viz.plot_schedules(os.path.join(out, "schedules.png"))]
     run = runs.load_run(args.workdir, overrides=overrides) if args.workdir else None
-    d = run.config.data if run else None
-    a = (data.load_arrays(d.source, "train", data_dir=d.get("data_dir", None), image_size=d.get("image_size", None))
-         if run else data.load_arrays("digits"))
+    a = (data.load_arrays(run.config.data.source, "train", **configs.data_options(run.config)) if run
+         else data.load_arrays("digits"))
     x0 = data.to_float(a.images[:1], a.max_value)[0]
     written.append(viz.save_forward_process_strip(x0, os.path.join(out, "forward_process.png"),
                                                   schedule_names=("linear", "quadratic", "cosine", "sigmoid")))
