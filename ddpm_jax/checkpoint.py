@@ -14,9 +14,9 @@ config beside the checkpoints is `ddpm_jax.runs`' to write and check.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import sys
 import time
 import warnings
 from typing import Any, Callable
@@ -24,6 +24,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from orbax.checkpoint._src import asyncio_utils
 
 from ddpm_jax import parallel
 
@@ -111,9 +112,12 @@ class Checkpointer:
         self._manager.reload()
 
     def close(self) -> None:
-        """Wait for the write in flight (CheckpointWriteError if it failed), then stop Orbax's threads."""
+        """Wait for the write in flight (CheckpointWriteError if it failed) and for the removal of interrupted
+        writes' temporary directories, then stop Orbax's threads: nothing of this Checkpointer outlives it."""
         try:
             self.wait()
+            # Orbax starts that removal in a thread when the manager opens and awaits it only before a save.
+            self._manager._maybe_await_cleanup_tmp_directory()
         finally:
             try:
                 self._manager.close()
@@ -167,23 +171,50 @@ def _restore_newest(manager, restore_one: Callable[[int], Any], step: int | None
 # once, as a CheckpointWriteError, instead.
 _WRITE_FAILURE_LOGS = ("raised an exception", "in background save thread", "Save Finalize thread")
 
+# How long a failed Orbax operation waits for its sibling reads and writes to settle before its loop is closed.
+_SETTLE_TIMEOUT_S = 120.0
+
 
 def _quiet_failure_noise() -> None:
-    """Keep a failed write or restore to one clear message. After a failure TensorStore completes the reads and
-    writes still in flight into Orbax's closed event loop, and Python prints each as an unraisable
-    "RuntimeError: Event loop is closed" (hundreds of tracebacks); Orbax logs the failure from every thread.
-    Drop exactly those; everything else passes."""
-    previous = sys.unraisablehook
-    if getattr(previous, "__name__", "") != "_drop_closed_loop_callbacks":
-        def _drop_closed_loop_callbacks(unraisable):
-            error = unraisable.exc_value
-            if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
-                previous(unraisable)
-
-        sys.unraisablehook = _drop_closed_loop_callbacks
+    """Keep a failed write or restore to one clear message: settle Orbax's event loops (`_settle_siblings`) and
+    drop the ERROR logs Orbax writes for a failed background write from every thread."""
+    if not getattr(asyncio_utils.run_sync, "settles_siblings", False):
+        asyncio_utils.run_sync = _settling(asyncio_utils.run_sync)
     absl_logger = logging.getLogger("absl")
     if not any(isinstance(f, _OrbaxWriteFailureFilter) for f in absl_logger.filters):
         absl_logger.addFilter(_OrbaxWriteFailureFilter())
+
+
+def _settling(run_sync: Callable) -> Callable:
+    """Orbax's `run_sync(coro)`, with `coro` run through `_settle_siblings`."""
+    def run_sync_settled(coro):
+        return run_sync(_settle_siblings(coro))
+
+    run_sync_settled.settles_siblings = True
+    return run_sync_settled
+
+
+async def _settle_siblings(coro):
+    """Await `coro`; if it raises, first wait for the other tasks of this event loop, then re-raise.
+
+    Orbax reads and writes every array of a checkpoint as concurrent tasks under one `asyncio.gather`, on a fresh
+    event loop that it closes as soon as the gather returns. When one array fails (a garbled file, a full disk),
+    the gather raises at once while the other arrays' TensorStore operations are still in flight. Closing the
+    loop then leaves them behind: a task that completes later calls into the closed loop ("RuntimeError: Event
+    loop is closed", printed at exit by the TensorStore thread), and one that completed but whose result nobody
+    read is logged when it is garbage-collected ("Task exception was never retrieved"). Which of the two, and
+    whether either, depends on thread timing. Waiting here for those siblings, and reading their results, lets
+    the loop close with nothing pending."""
+    try:
+        return await coro
+    except BaseException:
+        siblings = asyncio.all_tasks() - {asyncio.current_task()}
+        if siblings:
+            done, _ = await asyncio.wait(siblings, timeout=_SETTLE_TIMEOUT_S)
+            for task in done:
+                if not task.cancelled():
+                    task.exception()  # read: the failure that matters is the one raised below
+        raise
 
 
 class _OrbaxWriteFailureFilter(logging.Filter):

@@ -23,7 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 import warnings
 
 import jax
@@ -38,6 +38,9 @@ from test_train import _leaves_equal, interrupt, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DIGITS = os.path.join(ROOT, "experiments", "digits.py")
+# A bound that only a hung child reaches: a child that imports JAX takes ~5 s on a quiet 2-core machine.
+SUBPROCESS_TIMEOUT_S = 900
+HOLD_BOUND_S = 120
 
 
 @pytest.fixture(scope="module")
@@ -62,30 +65,28 @@ def garble(workdir: str, step: int) -> None:
             f.write(os.urandom(os.path.getsize(path)))
 
 
-def slow_json_writes(monkeypatch, seconds: float, fail_in: str | None = None):
-    """Delay the background write of the pipeline position (the JSON item of every checkpoint) by `seconds`; with
-    `fail_in`, raise ENOSPC instead where the checkpoint's directory name starts with it, as a full disk would."""
+def hold_json_writes(monkeypatch, release: threading.Event | None = None, fail_in: str | None = None):
+    """Hold the background write of the pipeline position (the JSON item of every checkpoint) until `release` is
+    set, and return an Event set when a write completes; with `fail_in`, raise ENOSPC instead where the
+    checkpoint's directory name starts with it, as a full disk would. A held write gives up waiting after
+    HOLD_BOUND_S, so a test whose code under test waits for the write fails instead of hanging."""
     real = ocp.handlers.JsonCheckpointHandler._save_fn
+    written = threading.Event()
 
     async def save_fn(self, x, directory):
         if fail_in is not None and os.path.basename(os.path.dirname(str(directory))).startswith(fail_in):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(directory))
-        time.sleep(seconds)
+        if release is not None:
+            release.wait(HOLD_BOUND_S)
         await real(self, x, directory)
+        written.set()
 
     monkeypatch.setattr(ocp.handlers.JsonCheckpointHandler, "_save_fn", save_fn)
+    return written
 
 
 def tmp_dirs(workdir: str) -> list:
     return glob.glob(os.path.join(workdir, "checkpoints", "*orbax-checkpoint-tmp*"))
-
-
-def eventually(predicate, timeout: float = 10.0) -> bool:
-    """Orbax removes leftover temporary directories in a background thread (awaited before the first save)."""
-    end = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < end:
-        time.sleep(0.05)
-    return predicate()
 
 
 # ------------------------------------------------------------------------------------------------ values
@@ -236,7 +237,7 @@ def test_a_failed_restore_prints_one_warning_not_a_screen_of_tracebacks(referenc
     garble(workdir, 4)
     script = (f"import time; from ddpm_jax import checkpoint; print(checkpoint.restore_params({workdir!r})[1]); "
               "time.sleep(1)")
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT_S,
                          env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert out.returncode == 0 and out.stdout.strip() == "2"
     assert "step 4 does not restore" in out.stderr
@@ -250,24 +251,22 @@ def test_restart_ignores_and_cleans_an_interrupted_write(reference, tmp_path):
     open(os.path.join(leftover, "half_written"), "wb").write(b"\0" * 100)
     assert checkpoint.restore_params(workdir)[1] == 4 and tmp_dirs(workdir)  # sample/evaluate: ignored, kept
     assert train.train_and_evaluate(tiny_config(), workdir, progress=False)["steps_run"] == 0
-    assert eventually(lambda: not tmp_dirs(workdir))
+    assert not tmp_dirs(workdir)  # removed by the time train returns (the Checkpointer's close waits)
 
 
 SIGKILL_MID_WRITE = """
-import os, signal, time, sys
+import os, signal, sys, threading, time
 import numpy as np
 import orbax.checkpoint as ocp
 from ddpm_jax import checkpoint
 
-real = ocp.handlers.JsonCheckpointHandler._save_fn
-async def slow(self, x, directory):
-    time.sleep(30)
-    await real(self, x, directory)
+async def never(self, x, directory):  # the write of step 2 stays in flight until the kill
+    threading.Event().wait()
 
 ckpt = checkpoint.Checkpointer(sys.argv[1])
 ckpt.save(1, {"w": np.full(1000, 1.0, np.float32)}, {"epoch": 0, "index": 1})
 ckpt.wait()
-ocp.handlers.JsonCheckpointHandler._save_fn = slow
+ocp.handlers.JsonCheckpointHandler._save_fn = never
 ckpt.save(2, {"w": np.full(1000, 2.0, np.float32)}, {"epoch": 0, "index": 2})
 while not [n for n in os.listdir(sys.argv[1]) if n.startswith("2.orbax-checkpoint-tmp")]:
     time.sleep(0.01)
@@ -278,7 +277,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 def test_sigkill_during_an_async_write_leaves_the_previous_checkpoint_resumable(tmp_path):
     directory = str(tmp_path / "checkpoints")
     out = subprocess.run([sys.executable, "-c", SIGKILL_MID_WRITE, directory], capture_output=True, text=True,
-                         timeout=120, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+                         timeout=SUBPROCESS_TIMEOUT_S, env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert out.returncode == -signal.SIGKILL, out.stderr
     assert [n for n in os.listdir(directory) if n.startswith("2.orbax-checkpoint-tmp")]  # killed mid-write
     ckpt = checkpoint.Checkpointer(directory)
@@ -286,26 +285,35 @@ def test_sigkill_during_an_async_write_leaves_the_previous_checkpoint_resumable(
     state, data_state = ckpt.restore({"w": np.zeros(1000, np.float32)})
     ckpt.close()
     assert np.all(state["w"] == 1.0) and data_state == {"epoch": 0, "index": 1}
-    assert eventually(lambda: os.listdir(directory) == ["1"])  # the interrupted write is cleaned up
+    assert os.listdir(directory) == ["1"]  # the interrupted write is cleaned up (close waits for it)
 
 
 def test_save_blocks_for_the_host_copy_not_the_write(tmp_path, monkeypatch):
-    slow_json_writes(monkeypatch, 1.5)
+    release = threading.Event()
+    written = hold_json_writes(monkeypatch, release)
     ckpt = checkpoint.Checkpointer(str(tmp_path))
     weights = np.full(4_000_000, 1.0, np.float32)
-    start = time.perf_counter()
     ckpt.save(1, {"w": weights}, {"epoch": 0, "index": 0})
-    assert time.perf_counter() - start < 1.0  # the write goes on in the background
+    # save returned while the write is held: a save that waited for it would return only after HOLD_BOUND_S,
+    # with the write done.
+    assert not written.is_set() and not (tmp_path / "1").exists()
     weights[:] = 7.0  # the caller may reuse its buffers at once
-    assert not (tmp_path / "1").exists()  # not finalized yet
+    release.set()
     ckpt.wait()
-    assert ckpt.latest_step() == 1 and np.all(ckpt.restore({"w": weights})[0]["w"] == 1.0)
+    assert written.is_set() and ckpt.latest_step() == 1 and np.all(ckpt.restore({"w": weights})[0]["w"] == 1.0)
     ckpt.close()
 
 
 def test_sigterm_waits_for_the_write_in_flight(reference, tmp_path, monkeypatch):
-    slow_json_writes(monkeypatch, 1.0)
-    interrupt(monkeypatch, lambda n, batch: os.kill(os.getpid(), signal.SIGTERM) if n == 2 else None)
+    release = threading.Event()
+    hold_json_writes(monkeypatch, release)
+
+    def terminate_while_step_1_is_written(n, batch):
+        if n == 2:  # step 1's write is held, so in flight when the signal arrives
+            os.kill(os.getpid(), signal.SIGTERM)
+            release.set()
+
+    interrupt(monkeypatch, terminate_while_step_1_is_written)
     workdir = str(tmp_path / "run")
     with pytest.raises(train.Preempted, match="step 2"):
         train.train_and_evaluate(tiny_config("--config.train.checkpoint_every=1"), workdir, progress=False)
@@ -314,7 +322,7 @@ def test_sigterm_waits_for_the_write_in_flight(reference, tmp_path, monkeypatch)
 
 def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(reference, tmp_path, monkeypatch):
     workdir = str(tmp_path / "run")
-    slow_json_writes(monkeypatch, 0.0, fail_in="4.")
+    hold_json_writes(monkeypatch, fail_in="4.")
     with pytest.raises(checkpoint.CheckpointWriteError,
                        match=r"checkpoint of step 4 .*No space left on device.*step 2 is intact: free space"):
         train.train_and_evaluate(tiny_config(), workdir, progress=False)
@@ -326,17 +334,18 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(reference, 
 
 
 HOLD_LOCK = """
-import sys, time
+import sys
 from ddpm_jax import runs
 with runs.lock_workdir(sys.argv[1]):
     print("locked", flush=True)
-    time.sleep(120)
+    sys.stdin.read()  # holds the lock until killed (or its stdin closes)
 """
 
 
 def test_a_second_train_process_is_refused_and_a_dead_ones_lock_taken_over(reference, tmp_path):
     workdir = copy_run(reference, tmp_path)
-    first = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, workdir], stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, workdir], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
     try:
         assert first.stdout.readline().strip() == "locked"
         with pytest.raises(ValueError, match=rf"in use by another train process \(PID {first.pid} on "):

@@ -14,6 +14,8 @@ from ddpm_jax import checkpoint, train
 from test_train import tiny_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
+# A bound that only a hung worker reaches: the two workers take under a minute side by side on a quiet 2-core machine.
+WORKER_TIMEOUT_S = 900
 
 
 def _free_port():
@@ -31,7 +33,11 @@ def _run_two_processes(workdir, tmp_path, tag, *overrides):
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(2)
     ]
-    logs = [p.communicate(timeout=400)[0] for p in procs]
+    try:
+        logs = [p.communicate(timeout=WORKER_TIMEOUT_S)[0] for p in procs]
+    finally:
+        for p in procs:  # a worker left waiting for its dead peer
+            p.kill()
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log[-3000:]
     return [dict(np.load(o)) for o in outs]
