@@ -227,6 +227,7 @@ def test_tfds_tfrecord_without_tensorflow_says_what_to_do(no_tensorflow):
         data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "tfrecord"))
 
 
+@pytest.mark.tensorflow
 def test_tfds_tfrecord_with_tensorflow_reads_the_same_data():
     pytest.importorskip("tensorflow")
     a = data.load_arrays("tiny_images", data_dir=os.path.join(FIXTURES, "array_record"))
@@ -250,6 +251,7 @@ def test_tfds_mock_data_array_record(no_tensorflow):
         assert batch["image"].shape == (8, 1, 28, 28, 1) and batch["label"].shape == (8, 1)
 
 
+@pytest.mark.tensorflow
 def test_celeba_resize_is_tensorflows():
     tf = pytest.importorskip("tensorflow")
     x = np.random.default_rng(0).integers(0, 256, (3, 140, 140, 3)).astype(np.uint8)
@@ -258,6 +260,7 @@ def test_celeba_resize_is_tensorflows():
     np.testing.assert_array_equal(data._celeba_resize(x), expected)
 
 
+@pytest.mark.tensorflow
 def test_tfds_mock_data_tfrecord():
     pytest.importorskip("tensorflow")
     tfds = pytest.importorskip("tensorflow_datasets")
