@@ -82,6 +82,11 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def global_device_count(devices: Sequence | None = None) -> int:
+    """How many devices a `pmap` over `devices` spans: all devices of all processes, or the named ones."""
+    return len(devices) if devices is not None else jax.local_device_count() * jax.process_count()
+
+
 def describe_devices() -> str:
     """"8 x cpu" (this process's devices), for reports."""
     return f"{jax.local_device_count()} x {jax.devices()[0].platform}"
@@ -163,7 +168,7 @@ def map_sharded(
     pmap_devices(devices)  # validates devices against the process count
     distributed = jax.process_count() > 1
     local = len(devices) if devices is not None else jax.local_device_count()
-    n_dev = local * jax.process_count()
+    n_dev = global_device_count(devices)
     if per_device_batch is not None and per_device_batch < 1:
         raise ValueError(f"per_device_batch must be a positive integer, got {per_device_batch}.")
     per_device = min(per_device_batch or num_items, math.ceil(num_items / n_dev))

@@ -6,18 +6,27 @@ equal counts) are cached in `stats_dir`, by default the directory "fid_stats" be
 (WORKDIR/../fid_stats, so runs in one parent directory share it), as "<dataset>_<split>_<network>.npz" and
 "<dataset>_<split>_<network>_features<n>.npz". A cache made with other weights has another network name and so
 another file; a file that disagrees in count is an error.
+
+Features are computed on all devices of all processes (`extract_features_sharded`; each process converts and feeds
+only its devices' share of the images). With several processes every process takes part, finds the same caches
+(all of them see the caches as they were before the call: every write follows the collective computation) and
+writes the same files (atomically, so a shared `stats_dir` is safe).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
+from typing import Sequence
 
 import numpy as np
 
 from ddpm_jax import data, metrics
 from ddpm_jax.files import atomic_write
+from ddpm_jax.metrics.feature_network import (extract_features_sharded, load_cached_statistics,
+                                              statistics_of_features)
 
 
 def default_stats_dir(workdir: str) -> str:
@@ -27,16 +36,6 @@ def default_stats_dir(workdir: str) -> str:
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
-
-
-def _chunks(images: np.ndarray, batch_size: int = 1000):
-    for start in range(0, images.shape[0], batch_size):
-        yield images[start:start + batch_size]
-
-
-def _batches(images: np.ndarray, max_value: int, batch_size: int = 1000):
-    """uint8 images in float [-1, 1] batches."""
-    return (data.to_float(chunk, max_value) for chunk in _chunks(images, batch_size))
 
 
 def reference_features(
@@ -49,10 +48,13 @@ def reference_features(
     data_dir: str | None = None,
     image_size: int | None = None,
     arrays: data.Arrays | None = None,
+    batch_size: int = 1000,
+    devices: Sequence | None = None,
 ) -> tuple[metrics.RunningStats, np.ndarray, dict]:
     """(FID statistics of the whole split, features [n, D] of a fixed subset of n = min(N, num_features) images,
     info) for a dataset split, cached in `stats_dir` (see the module docstring). `arrays` (the loaded split) are
-    used when given; otherwise the split is loaded only if a cache is missing."""
+    used when given; otherwise the split is loaded only if a cache is missing. Features are computed in rounds of
+    `batch_size` images over all devices of all processes (`devices`: named ones, single process only)."""
     tag = _dataset_tag(source) + (f"-{image_size}px" if image_size is not None else "")
     base = os.path.join(stats_dir, f"{_slug(tag)}_{_slug(split)}_{_slug(network.name)}")
     stats_path = base + ".npz"
@@ -64,21 +66,20 @@ def reference_features(
                 source, split, data_dir=data_dir, image_size=image_size)
         return loaded["arrays"]
 
-    collected = []
-
-    def collect(images):
-        out = network(images)
-        collected.append(np.asarray(out["features"], np.float32))
-        return out
+    def features_of(images: np.ndarray) -> np.ndarray:  # uint8 images, converted share by share
+        return extract_features_sharded(
+            network, images, transform=functools.partial(data.to_float, max_value=split_arrays().max_value),
+            keys=("features",), batch_size=batch_size, devices=devices)["features"]
 
     if arrays is None and os.path.exists(stats_path):  # the split is not read when the caches are complete
         count = metrics.load_stats(stats_path, network.name).count
-    else:  # a cache of another size (the dataset changed) is an error in dataset_statistics
+    else:  # a cache of another size (the dataset changed) is an error in load_cached_statistics
         count = split_arrays().images.shape[0]
-    stats = metrics.dataset_statistics(
-        metrics.FeatureNetwork(network.name, collect),
-        lambda: _batches(split_arrays().images, split_arrays().max_value), stats_path, num_examples=count,
-    )
+    stats = load_cached_statistics(network, stats_path, num_examples=count)
+    all_features = None
+    if stats is None:
+        all_features = features_of(split_arrays().images)
+        stats = statistics_of_features(network, all_features, stats_path)
     n = min(count, num_features)
     features_path = f"{base}_features{n}.npz"
     subset = np.sort(np.random.default_rng(0).permutation(count)[:n])
@@ -89,11 +90,10 @@ def reference_features(
             raise ValueError(f"the features cache {features_path} holds {features.shape[0]} features of "
                              f"{name!r}, expected {n} of {network.name!r}; delete it to recompute.")
     else:
-        if collected:
-            features = np.concatenate(collected)[subset]
+        if all_features is not None:
+            features = all_features[subset]
         else:
-            a = split_arrays()
-            features = metrics.extract_features(network, _batches(a.images[subset], a.max_value))["features"]
+            features = features_of(split_arrays().images[subset])
         with atomic_write(features_path, "wb") as f:
             np.savez(f, features=features.astype(np.float32), indices=subset, feature_network=np.array(network.name))
     return stats, features, dict(stats_cache=stats_path, features_cache=features_path, reference_examples=count,

@@ -1,5 +1,6 @@
 """Two processes on localhost (2 CPU devices each, gloo) train like one process on 4 devices, write one
-checkpoint, and resume from it."""
+checkpoint, and resume from it; and compute FID/IS features each for its own share, ending with the features and
+metrics of one process."""
 
 import os
 import socket
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from ddpm_jax import checkpoint, train
+from test_sharded_features import ATOL, RTOL, multihost_case
 from test_train import tiny_config
 
 WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
@@ -47,10 +49,26 @@ def _params(result):
     return [result[f"p{i}"] for i in range(len([k for k in result if k.startswith("p")]))]
 
 
+def _check_features(two):
+    """Each process computed and fed half of what one process does; both hold the features and metrics of one
+    process on one device, identical on the two processes."""
+    one = multihost_case(devices=jax.local_devices()[:1])
+    for result in two:
+        assert int(result["features_computed"]) == one["computed"] // 2
+        assert int(result["features_fed"]) == one["fed"] // 2
+        for key in ("features", "logits", "real"):
+            np.testing.assert_allclose(result[f"features_{key}"], one[key], rtol=RTOL, atol=ATOL)
+        for key in ("fid", "is", "is_std", "kid", "precision", "recall"):
+            assert float(result[f"features_{key}"]) == pytest.approx(one[key], rel=1e-4, abs=1e-7), key
+    for key in ("features", "logits", "real", "fid", "is"):
+        np.testing.assert_array_equal(two[0][f"features_{key}"], two[1][f"features_{key}"])
+
+
 def test_two_processes_match_one_process_on_four_devices(tmp_path):
     workdir = str(tmp_path / "run")
     stop = "--config.train.num_steps=2"
-    two = _run_two_processes(workdir, tmp_path, "first", stop, "--config.train.sample_every=2")
+    two = _run_two_processes(workdir, tmp_path, "first", stop, "--config.train.sample_every=2", "--features")
+    _check_features(two)
     # Both processes hold identical params.
     for a, b in zip(_params(two[0]), _params(two[1])):
         np.testing.assert_array_equal(a, b)
