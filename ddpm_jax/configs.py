@@ -41,7 +41,7 @@ def base_config() -> ml_collections.ConfigDict:
                    warmup_steps=5000, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
                    ema_decay=0.9999, ema_warmup=False, label_dropout=0.0, steps_per_call=1,
                    log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3,
-                   async_checkpointing=True),
+                   async_checkpointing=True, checkpoint_if_busy="skip"),
         sample=dict(sampler="ddim", num_steps=50, spacing=None, eta=0.0, num_images=64, clip_denoised=True,
                     per_device_batch=None),
     ))

@@ -82,6 +82,13 @@ def barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true on any process (so all processes take the same branch; the flag itself with one)."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(bool(flag)))))
+
+
 def global_device_count(devices: Sequence | None = None) -> int:
     """How many devices a `pmap` over `devices` spans: all devices of all processes, or the named ones."""
     return len(devices) if devices is not None else jax.local_device_count() * jax.process_count()

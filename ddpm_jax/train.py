@@ -253,9 +253,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     workdir/samples/, checkpoints to workdir/checkpoints/ every config.train.checkpoint_every steps and at the
     end (written in the background, see `checkpoint`). A SIGTERM checkpoints the current step, waits for the
     write and raises `Preempted`; a non-finite loss raises FloatingPointError and a failed checkpoint write
-    `checkpoint.CheckpointWriteError`, both leaving the last good checkpoint as it was. `stop_after` ends the
-    call after that many steps without a final checkpoint, as a crash would (for tests). Returns dict(step,
-    metrics, state, ...).
+    `checkpoint.CheckpointWriteError`, both leaving the last good checkpoint as it was. A checkpoint that falls due
+    while the previous one is still being written is skipped (config.train.checkpoint_if_busy = "skip", the
+    default: training never waits for the disk) or waits for it ("wait"); the final and SIGTERM ones always wait.
+    `stop_after` ends the call after that many steps without a final checkpoint, as a crash would (for tests).
+    Returns dict(step, metrics, state, steps_run, checkpoints=dict(written, skipped), ...).
     """
     validation.validate_config(config)
     runs.prepare_workdir(workdir)
@@ -310,12 +312,12 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
     def write_samples(replicated, step):
         _write_samples(config, replicated, step, image_shape, workdir if lead else None, codec)
 
-    replicated, metrics, last = _loop(
+    replicated, metrics, last, checkpoints = _loop(
         parallel.replicate(state, devices), pipeline, ckpt, lambda k: _compiled_steps(step_config, pmap_devices, k),
         t_cfg, step=step, end=end, writer=_MetricWriter(workdir) if lead else None, progress=progress,
         on_samples=write_samples, workdir=workdir)
     state = parallel.unreplicate(replicated)
-    return dict(step=last, metrics=metrics, state=state, steps_run=last - step)
+    return dict(step=last, metrics=metrics, state=state, steps_run=last - step, checkpoints=checkpoints)
 
 
 def _tokenize_captions(config, arrays: data.Arrays) -> data.Arrays:
@@ -356,7 +358,7 @@ def _train_autoencoder(config, workdir, model, arrays, devices, pmap_devices, st
     end = t_cfg.num_steps if stop_after is None else min(t_cfg.num_steps, step + stop_after)
     steps = functools.partial(_compiled_autoencoder_steps, _step_config_json(config), pmap_devices)
     start = time.perf_counter()
-    replicated, metrics, last = _loop(
+    replicated, metrics, last, _ = _loop(
         parallel.replicate(state, devices), pipeline, ckpt, steps, t_cfg, step=step, end=end,
         writer=_MetricWriter(directory) if parallel.is_lead_process() else None, progress=progress,
         on_samples=None, workdir=directory)
@@ -389,10 +391,13 @@ def _autoencoder_report(config, model, params, arrays, seconds) -> dict:
 def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, progress, on_samples, workdir):
     """Run the compiled steps (`compiled(k)`: k steps per call) from `step` to `end`: log to `writer`, call
     `on_samples(replicated, step)` every t_cfg.sample_every steps, checkpoint every t_cfg.checkpoint_every steps, at
-    t_cfg.num_steps and on SIGTERM (then raise `Preempted`). Closes the pipeline, writer and checkpointer.
-    Returns (replicated state, last metrics, last step)."""
+    t_cfg.num_steps and on SIGTERM (then raise `Preempted`). A checkpoint due while the previous write is still in
+    flight is skipped (t_cfg.checkpoint_if_busy = "skip") or waits for it ("wait"); the final and the SIGTERM
+    checkpoints always wait. Closes the pipeline, writer and checkpointer. Returns (replicated state, last metrics,
+    last step, dict(written=..., skipped=...) checkpoints)."""
     bar = _progress_bar(step, t_cfg.num_steps, progress)
     metrics, timer = {}, _Timer()
+    counts = dict(written=0, skipped=0)
     try:
         with _Preemption() as preemption:
             while step < end:
@@ -415,8 +420,13 @@ def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, pro
                                             compile_seconds=timer.first_call_seconds))
                 if on_samples and t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
                     on_samples(replicated, step)
-                if step % t_cfg.checkpoint_every < k or step == t_cfg.num_steps or preemption.requested:
-                    ckpt.save(step, parallel.unreplicate(replicated), pipeline.state())
+                final = step == t_cfg.num_steps or preemption.requested
+                if final or step % t_cfg.checkpoint_every < k:
+                    if final or t_cfg.get("checkpoint_if_busy", "skip") == "wait" or not ckpt.busy():
+                        ckpt.save(step, parallel.unreplicate(replicated), pipeline.state())
+                        counts["written"] += 1
+                    else:
+                        counts["skipped"] += 1
                 if preemption.requested:
                     ckpt.wait()
                     raise Preempted(f"SIGTERM: checkpoint of step {step} saved in {workdir}; rerun to resume.")
@@ -426,7 +436,7 @@ def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, pro
         if writer:
             writer.close()
         ckpt.close()  # waits for the write in flight; raises CheckpointWriteError if it failed
-    return replicated, metrics, step
+    return replicated, metrics, step, counts
 
 
 def _restore(ckpt, like, workdir):
@@ -451,7 +461,7 @@ def _last_checkpoint(ckpt) -> str:
 
 # Fields that do not change the compiled step (so runs differing only in them share one compilation).
 _NOT_IN_STEP = ("seed", "sample", "train.log_every", "train.checkpoint_every", "train.sample_every",
-                "train.keep_checkpoints", "train.async_checkpointing")
+                "train.keep_checkpoints", "train.async_checkpointing", "train.checkpoint_if_busy")
 
 
 def _step_config_json(config) -> str:

@@ -164,6 +164,7 @@ def _validate_series(config) -> None:
 def _validate_train(t, train) -> None:
     check_choice("optimizer (config.train.optimizer)", t.optimizer, train.OPTIMIZERS)
     check_choice("lr schedule (config.train.lr_schedule)", t.lr_schedule, train.LR_SCHEDULES)
+    check_choice("config.train.checkpoint_if_busy", t.get("checkpoint_if_busy", "skip"), ("skip", "wait"))
     for name in ("num_steps", "batch_size", "steps_per_call", "log_every", "checkpoint_every", "keep_checkpoints"):
         check_count(f"config.train.{name}", t[name])
     for name in ("warmup_steps", "sample_every"):

@@ -58,7 +58,7 @@ def copy_run(reference, tmp_path) -> str:
 
 def garble(workdir: str, step: int) -> None:
     """Overwrite the array data of a checkpoint with random bytes (its metadata stays readable)."""
-    files = glob.glob(os.path.join(workdir, "checkpoints", str(step), "state", "**", "d", "*"), recursive=True)
+    files = glob.glob(os.path.join(workdir, "checkpoints", str(step), "packed", "**", "d", "*"), recursive=True)
     assert files
     for path in files:
         with open(path, "r+b") as f:
@@ -318,6 +318,26 @@ def test_sigterm_waits_for_the_write_in_flight(reference, tmp_path, monkeypatch)
     with pytest.raises(train.Preempted, match="step 2"):
         train.train_and_evaluate(tiny_config("--config.train.checkpoint_every=1"), workdir, progress=False)
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2"]  # both complete
+
+
+def test_a_checkpoint_due_while_one_is_written_is_skipped_not_waited_for(tmp_path, monkeypatch):
+    release = threading.Event()
+    hold_json_writes(monkeypatch, release)
+    interrupt(monkeypatch, lambda n, batch: release.set() if n == 4 else None)  # step 1's write held to step 4
+    workdir = str(tmp_path / "run")
+    result = train.train_and_evaluate(tiny_config("--config.train.checkpoint_every=1"), workdir, progress=False)
+    assert result["checkpoints"] == dict(written=2, skipped=2)  # steps 2 and 3 did not wait for step 1's write
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "4"]  # the final one waited
+    assert checkpoint.restore_params(workdir)[1] == 4
+
+
+def test_checkpoint_if_busy_wait_writes_every_due_checkpoint(tmp_path):
+    workdir = str(tmp_path / "run")
+    result = train.train_and_evaluate(
+        tiny_config("--config.train.checkpoint_every=1", "--config.train.checkpoint_if_busy='wait'",
+                    "--config.train.keep_checkpoints=4"), workdir, progress=False)
+    assert result["checkpoints"] == dict(written=4, skipped=0)
+    assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "2", "3", "4"]
 
 
 def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(reference, tmp_path, monkeypatch):
