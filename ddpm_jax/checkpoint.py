@@ -181,13 +181,14 @@ def unpack(buffers: dict, layout: list, like: Any = None) -> Any:
             node[last] = leaf
         return tree
     expected, treedef = jax.tree_util.tree_flatten_with_path(like)
+    if len(layout) != len(expected):
+        raise ValueError(f"the checkpoint does not fit this state: it holds {len(layout)} arrays; this state has "
+                         f"{len(expected)}.")
     for i, (path, leaf) in enumerate(expected):
         want = dict(path=[_key_name(k) for k in path], dtype=np.asarray(leaf).dtype.name, shape=list(np.shape(leaf)))
-        got = {k: layout[i][k] for k in want} if i < len(layout) else None
+        got = {k: layout[i][k] for k in want}
         if got != want:
             raise ValueError(f"the checkpoint does not fit this state: its array {i} is {got}, expected {want}.")
-    if len(layout) != len(expected):
-        raise ValueError(f"the checkpoint holds {len(layout)} arrays; this state has {len(expected)}.")
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
