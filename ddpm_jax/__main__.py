@@ -50,6 +50,9 @@ def _sample(args, overrides):
     _check_sampler_args(args)
     if args.out is not None:
         viz.check_png_path(args.out)
+    labels = None if args.labels is None else validation.parse_labels(args.labels)
+    _check_condition(args, overrides, labels)
+    labels = None if labels is None else np.resize(labels, args.num)  # repeated to --num
     files.check_writable(os.path.dirname(os.path.abspath(args.out)) if args.out else args.workdir,
                          "the sample grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
@@ -57,9 +60,6 @@ def _sample(args, overrides):
     if run.config.model.get("text", None) is not None or args.prompt is not None:
         return _sample_prompt(args, run)
     step, image_shape = run.step, run.image_shape()
-    labels = None
-    if args.labels is not None:
-        labels = np.resize(np.array([int(v) for v in args.labels.split(",")], np.int32), args.num)
     conditional = run.model.num_classes is not None  # without --labels, balanced ones (configs.sample)
     validation.check_guidance(args.guidance_scale, conditional, conditional or labels is not None)
     bar = tqdm(total=args.num, unit="img", desc=f"sampling (step {step})")
@@ -82,17 +82,35 @@ def _sample(args, overrides):
     return 0
 
 
+def _check_condition(args, overrides, labels=None):
+    """--prompt and --labels against the run's saved config (with the overrides), before the checkpoint loads or
+    anything compiles: --prompt is for text-conditional runs only (and they need it), --labels for class-conditional
+    runs, with values in [0, num_classes)."""
+    from ddpm_jax import configs, runs, validation
+
+    config = configs.apply_overrides(runs.load_config(args.workdir), overrides)
+    text, num_classes = config.model.get("text", None) is not None, config.model.get("num_classes", None)
+    prompt = getattr(args, "prompt", None)
+    if prompt is not None and not text:
+        raise ValueError(f"--prompt needs a text-conditional run (a config with model.text); the run in "
+                         f"{args.workdir!r} has no text encoder: leave out --prompt"
+                         + (f" (it takes --labels, class labels in [0, {num_classes}))." if num_classes and
+                            args.command == "sample" else "."))
+    if labels is not None:
+        validation.check_run_labels(labels, num_classes, text)
+    if text and prompt is None:
+        raise ValueError(f"the run in {args.workdir!r} is text-conditional, and inpaint takes no prompt: edit its "
+                         "images with img2img --prompt \"...\"." if args.command == "inpaint" else
+                         f"the run in {args.workdir!r} is text-conditional: give --prompt \"...\" (e.g. "
+                         "--prompt \"three left of eight\").")
+
+
 def _sample_prompt(args, run):
     """sample --prompt: a text-conditional run's images of one prompt, guided with --guidance."""
     import jax
 
     from ddpm_jax import text_to_image
 
-    if args.labels is not None:
-        raise ValueError("a text-conditional run takes --prompt, not --labels.")
-    if args.prompt is None:
-        raise ValueError(f"the run in {args.workdir!r} is text-conditional: give --prompt \"...\" (e.g. "
-                         "--prompt \"three left of eight\").")
     start = time.perf_counter()
     images = text_to_image.sample(run, [args.prompt] * args.num, jax.random.PRNGKey(args.seed),
                                   guidance_scale=args.guidance_scale, sampler=args.sampler, num_steps=args.steps,
@@ -128,16 +146,16 @@ def _edit(args, overrides):
 
     validation.check_count("--num", args.num)
     _check_sampler_args(args)
+    if args.command == "img2img":
+        validation.check_number("--strength", args.strength, 0.0, 1.0, low_open=True)
     viz.check_png_path(args.out)
+    _check_condition(args, overrides)
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "the grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
     run.check_images(args.command)
     image_shape = run.image_shape()
     images = np.repeat(viz.read_images(args.input, image_shape), args.num, axis=0)  # --num edits of each image
     text = run.config.model.get("text", None) is not None
-    if text != (getattr(args, "prompt", None) is not None):
-        raise ValueError(f"the run in {args.workdir!r} is text-conditional: {args.command} needs img2img --prompt."
-                         if text else "--prompt needs a text-conditional run (a config with model.text).")
     if not text and getattr(args, "guidance_scale", 1.0) != 1:
         raise ValueError("--guidance needs a text-conditional run and --prompt.")
     options = configs.sampler_options(run.config, args.sampler, args.steps, args.spacing, args.eta)
@@ -166,8 +184,9 @@ def _edit(args, overrides):
 
 
 def _evaluate(args, overrides):
-    from ddpm_jax import evaluate
+    from ddpm_jax import evaluate, validation
 
+    validation.check_evaluation_counts(args.num_samples, args.bpd_examples, "--num-samples", "--bpd-examples")
     _check_sampler_args(args)
     if args.feature_net is None:
         print("no --feature-net given: computing bits/dim only (no FID/IS/KID/precision-recall). Pass "

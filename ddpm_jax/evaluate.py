@@ -39,7 +39,7 @@ from ddpm_jax.likelihood import bits_per_dim_dataset, vdm_bits_per_dim_dataset
 from ddpm_jax.reference_stats import default_stats_dir, reference_features
 from ddpm_jax.sample_quality import (check_classifier_dataset, resolve_feature_network, sample_features,
                                      sample_metrics)
-from ddpm_jax.validation import check_labels
+from ddpm_jax.validation import check_evaluation_counts, check_labels
 
 __all__ = ["evaluate", "format_table"]
 
@@ -69,7 +69,8 @@ def evaluate(
 
     Args:
       workdir: a training run's directory (config.json and checkpoints/).
-      num_samples: samples for the sample metrics (ignored without a feature network; 0 skips them).
+      num_samples: samples for the sample metrics (ignored without a feature network; 0 skips them; 0 together
+        with bpd_examples=0 is refused: nothing would be measured).
       sampler, num_steps, spacing, eta: any of `sampling.SAMPLERS` with its settings (see `configs.sampler_options`);
         None: the run's config.sample values.
       feature_net: "classifier:DIR", "inception:WEIGHTS.npz", "inception:packaged", a metrics.FeatureNetwork, or None
@@ -95,9 +96,8 @@ def evaluate(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
+    check_evaluation_counts(num_samples, bpd_examples)
     network = resolve_feature_network(feature_net)
-    if num_samples < 0 or (bpd_examples is not None and bpd_examples < 0):
-        raise ValueError(f"num_samples and bpd_examples must be >= 0, got {num_samples} and {bpd_examples}.")
     if write:
         check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")
     run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides)

@@ -76,6 +76,42 @@ def check_labels(labels, num_classes: int, where: str) -> None:
             f"{labels.max()}). Fix the labels, or set config.model.num_classes to cover them.")
 
 
+def parse_labels(text: str, name: str = "--labels") -> np.ndarray:
+    """Comma-separated integer class labels ("3,7,1") as int32 [K]; ValueError naming the entry that is not one."""
+    values = []
+    for entry in str(text).split(","):
+        try:
+            values.append(int(entry))
+        except ValueError:
+            raise ValueError(f"{name} takes comma-separated integer class labels (e.g. {name} 3,7,1), got "
+                             f"{entry.strip()!r} in {text!r}.") from None
+    return np.asarray(values, np.int32)
+
+
+def check_run_labels(labels, num_classes, text: bool, name: str = "--labels") -> None:
+    """Labels given for a run: a text-conditional run takes a prompt, an unconditional one none, a
+    class-conditional one labels in [0, num_classes). Checked from the run's config, before anything loads."""
+    if text:
+        raise ValueError(f"a text-conditional run takes --prompt, not {name}.")
+    if num_classes is None:
+        raise ValueError(f"{name} needs a class-conditional run; this one is unconditional (config.model.num_classes "
+                         "is None): leave out the labels.")
+    check_labels(labels, num_classes, name)
+
+
+def check_evaluation_counts(num_samples, bpd_examples, samples_name: str = "num_samples",
+                            bpd_name: str = "bpd_examples") -> None:
+    """evaluate's two counts: samples for the sample metrics (>= 0) and images for bits/dim (None: all; >= 0);
+    both 0 would measure nothing and write an empty report, so that is refused."""
+    check_count(samples_name, num_samples, 0)
+    if bpd_examples is not None:
+        check_count(bpd_name, bpd_examples, 0)
+    if num_samples == 0 and bpd_examples == 0:
+        raise ValueError(f"{samples_name} 0 and {bpd_name} 0 leave nothing to evaluate: give {samples_name} >= 1 "
+                         f"(with a feature network) for FID/IS/KID/precision-recall, or {bpd_name} >= 1 (or leave "
+                         "it out: all images of the split) for bits/dim.")
+
+
 def check_guidance(guidance_scale, conditional: bool, has_labels: bool) -> None:
     """Classifier-free guidance: a scale other than 1 needs a class-conditional model and labels."""
     check_number("guidance scale", guidance_scale)

@@ -174,8 +174,9 @@ def read_mask(path, image_shape: Sequence[int]) -> np.ndarray:
     mask = mask.reshape(mask.shape + (1,)) if mask.ndim == 2 else mask
     mask = mask[None] if mask.ndim == 3 else mask
     if tuple(mask.shape[1:3]) != tuple(image_shape[:2]) or mask.shape[-1] not in (1, image_shape[-1]):
+        channels = "1 channel" if image_shape[-1] == 1 else f"1 or {image_shape[-1]} channels"
         raise ValueError(f"{path}: the mask has shape {tuple(mask.shape[1:])}; expected {tuple(image_shape[:2])} "
-                         f"with 1 or {image_shape[-1]} channels.")
+                         f"with {channels} (the images are {tuple(image_shape)}).")
     if np.any((mask < 0) | (mask > 1)):
         raise ValueError(f"{path}: mask values must be in [0, 1] (1 = generate, 0 = keep).")
     return mask
