@@ -1,5 +1,7 @@
 """What checkpointing costs training: images/s with a checkpoint every N steps, written in the background
-(Orbax's asynchronous checkpointing, the default) or synchronously (config.train.async_checkpointing=False).
+(Orbax's asynchronous checkpointing, the default) or synchronously (config.train.async_checkpointing=False), and,
+in the background, with a checkpoint that falls due while the previous one is still being written skipped
+(config.train.checkpoint_if_busy="skip", the default) or waited for ("wait").
 
     python benchmarks/checkpoint_cost.py --out benchmarks/results/checkpoint_cost.json
     python benchmarks/checkpoint_cost.py --quick
@@ -7,8 +9,9 @@
 Each run is `train.train_and_evaluate` on a fresh workdir for --steps steps (the digits experiment by default,
 its batch of 64, no sample grids), with checkpoint_every N = 1, 10, 100 and none (only the final checkpoint).
 "img/s" is the training loop's steady-state rate (metrics.jsonl's images_per_sec: the first, compiling call
-excluded, and so is the wait for the final write); "wall s" is the whole call, that final wait included. The
-step is compiled once, by a warm-up run, and shared by all runs (checkpoint settings do not change it).
+excluded, and so is the wait for the final write); "wall s" is the whole call, that final wait included;
+"written" counts the checkpoints written (the final one included), so steps / written is the interval achieved.
+The step is compiled once, by a warm-up run, and shared by all runs (checkpoint settings do not change it).
 """
 
 from __future__ import annotations
@@ -25,22 +28,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 EVERY = (1, 10, 100, None)  # None: only the final checkpoint
+MODES = (("async", True, "skip"), ("async", True, "wait"), ("sync", False, "wait"))  # (name, async_save, if_busy)
 
 
-def config(model: str, steps: int, every: int | None, async_save: bool):
+def config(model: str, steps: int, every: int | None, async_save: bool, if_busy: str = "skip"):
     return common.load_config(model, [
         f"train.num_steps={steps}", f"train.checkpoint_every={every or 10 * steps}", "train.sample_every=0",
-        f"train.log_every={steps}", f"train.async_checkpointing={async_save}"])
+        f"train.log_every={steps}", f"train.async_checkpointing={async_save}", f"train.checkpoint_if_busy={if_busy!r}"])
 
 
-def run(model: str, steps: int, every: int | None, async_save: bool, root: str) -> dict:
-    """One training run in a fresh workdir: steady img/s, wall seconds, checkpoint size."""
+def run(model: str, steps: int, every: int | None, mode: tuple, root: str) -> dict:
+    """One training run in a fresh workdir: steady img/s, wall seconds, checkpoints written, checkpoint size."""
     from ddpm_jax import train
 
+    name, async_save, if_busy = mode
     workdir = tempfile.mkdtemp(dir=root)
     try:
         t0 = time.perf_counter()
-        train.train_and_evaluate(config(model, steps, every, async_save), workdir, progress=False)
+        result = train.train_and_evaluate(config(model, steps, every, async_save, if_busy), workdir, progress=False)
         wall = time.perf_counter() - t0
         with open(os.path.join(workdir, "metrics.jsonl")) as f:
             rate = json.loads(f.readlines()[-1])["images_per_sec"]
@@ -48,7 +53,8 @@ def run(model: str, steps: int, every: int | None, async_save: bool, root: str) 
         size = sum(os.path.getsize(os.path.join(d, n)) for d, _, names in os.walk(step_dir) for n in names)
     finally:
         shutil.rmtree(workdir)
-    return dict(every=every, async_save=async_save, images_per_sec=rate, wall_s=wall, checkpoint_mb=size / 2**20)
+    return dict(every=every, mode=f"{name} {if_busy}", async_save=async_save, if_busy=if_busy, images_per_sec=rate,
+                wall_s=wall, checkpoint_mb=size / 2**20, **{f"checkpoints_{k}": v for k, v in result["checkpoints"].items()})
 
 
 def warm_up(model: str, steps: int, root: str) -> None:
@@ -74,22 +80,23 @@ def main(argv=None):
     load = common.LoadMonitor()
     try:
         warm_up(args.model, steps, root)
-        results = [run(args.model, steps, every, async_save, root) for every in EVERY for async_save in (True, False)]
+        results = [run(args.model, steps, every, mode, root) for every in EVERY for mode in MODES]
     finally:
         shutil.rmtree(root)
     load = load.stop()
 
-    def cell(every, async_save):
-        r = next(r for r in results if r["every"] == every and r["async_save"] == async_save)
-        base = next(r for r in results if r["every"] is None and r["async_save"] == async_save)
+    def cell(every, mode):
+        r = next(r for r in results if r["every"] == every and r["mode"] == mode)
+        base = next(r for r in results if r["every"] is None and r["mode"] == mode)
         return [common.fmt(r["images_per_sec"], ".0f"), f"{r['images_per_sec'] / base['images_per_sec']:.2f}",
-                common.fmt(r["wall_s"])]
+                str(r["checkpoints_written"]), common.fmt(r["wall_s"])]
 
-    rows = [[str(every or "none")] + cell(every, True) + cell(every, False) for every in EVERY]
+    names = [f"{name} {if_busy}" for name, _, if_busy in MODES]
+    rows = [[str(every or "none")] + sum((cell(every, mode) for mode in names), []) for every in EVERY]
     text = (f"{args.model}, batch {common.MODELS[args.model]['batch']}, {steps} steps per run, one checkpoint "
             f"{results[0]['checkpoint_mb']:.1f} MiB, workdirs in {args.workdir_root or tempfile.gettempdir()}\n"
-            + common.table(["checkpoint every", "async img/s", "vs none", "wall s", "sync img/s", "vs none",
-                            "wall s"], rows))
+            + common.table(["checkpoint every"] + sum(([f"{m} img/s", "vs none", "written", "wall s"] for m in names), []),
+                           rows))
     common.report(text, load, args.out, machine=info, results=results, steps=steps, model=args.model)
 
 
