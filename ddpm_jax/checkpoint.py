@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import warnings
 from typing import Any, Callable
@@ -128,6 +129,11 @@ class Checkpointer:
             # Orbax starts that removal in a thread when the manager opens and awaits it only before a save.
             self._manager._maybe_await_cleanup_tmp_directory()
         finally:
+            if self._failed:
+                # A failed write reports its first error while the other items of that checkpoint may still be
+                # written, each in a thread of its own: let them end, or the next Checkpointer on this directory
+                # removes the temporary directory while they still write into it.
+                _ORBAX_OPERATIONS.wait_for_none(_SETTLE_TIMEOUT_S)
             try:
                 self._manager.close()
             except (OSError, ValueError):
@@ -265,10 +271,34 @@ def _quiet_failure_noise() -> None:
         absl_logger.addFilter(_OrbaxWriteFailureFilter())
 
 
+class _Operations:
+    """How many Orbax operations (`run_sync` calls, on any thread) are running, and a wait for none."""
+
+    def __init__(self):
+        self._count, self._changed = 0, threading.Condition()
+
+    def __enter__(self):
+        with self._changed:
+            self._count += 1
+
+    def __exit__(self, *exc):
+        with self._changed:
+            self._count -= 1
+            self._changed.notify_all()
+
+    def wait_for_none(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._count == 0, timeout)
+
+
+_ORBAX_OPERATIONS = _Operations()
+
+
 def _settling(run_sync: Callable) -> Callable:
-    """Orbax's `run_sync(coro)`, with `coro` run through `_settle_siblings`."""
+    """Orbax's `run_sync(coro)`, with `coro` run through `_settle_siblings` and counted in _ORBAX_OPERATIONS."""
     def run_sync_settled(coro):
-        return run_sync(_settle_siblings(coro))
+        with _ORBAX_OPERATIONS:
+            return run_sync(_settle_siblings(coro))
 
     run_sync_settled.settles_siblings = True
     return run_sync_settled

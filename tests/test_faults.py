@@ -226,7 +226,7 @@ def test_sample_and_evaluate_skip_a_corrupt_checkpoint_or_take_step(reference, t
         checkpoint.restore_params(workdir, step=4)
     with pytest.raises(FileNotFoundError, match="no checkpoint of step 3 .*steps there: 2, 4"):
         checkpoint.restore_params(workdir, step=3)
-    assert main(["evaluate", "--workdir", workdir, "--step", "2", "--bpd-examples", "0"]) == 0
+    assert main(["evaluate", "--workdir", workdir, "--step", "2", "--bpd-examples", "1"]) == 0
     assert json.load(open(os.path.join(workdir, "eval_2.json")))["step"] == 2
     assert main(["sample", "--workdir", workdir, "--step", "3"]) == 2
     assert "steps there: 2, 4" in capsys.readouterr().err
@@ -351,6 +351,29 @@ def test_a_full_disk_stops_the_run_and_keeps_the_previous_checkpoint(reference, 
     resumed = train.train_and_evaluate(tiny_config(), workdir, progress=False)  # space freed
     assert resumed["steps_run"] == 2 and not tmp_dirs(workdir)
     assert _leaves_equal(resumed["state"].params, reference[1]["state"].params)
+
+
+def test_a_failed_write_lets_the_checkpoints_other_items_finish_before_the_run_stops(tmp_path, monkeypatch):
+    """The JSON items of step 4 fail at once while its array item is still written (its metadata delayed here):
+    the run must not return, and a resumed run must not clean the directory, while that write goes on."""
+    import asyncio
+
+    from orbax.checkpoint._src.handlers import base_pytree_checkpoint_handler as pytree_handler
+
+    real = pytree_handler.BasePyTreeCheckpointHandler._write_metadata_after_commits
+    finished = []
+
+    async def late(self, *args, **kwargs):
+        await asyncio.sleep(1.0)  # widens the window: the assertion below holds however long this takes
+        await real(self, *args, **kwargs)
+        finished.append(True)
+
+    monkeypatch.setattr(pytree_handler.BasePyTreeCheckpointHandler, "_write_metadata_after_commits", late)
+    hold_json_writes(monkeypatch, fail_in="4.")
+    workdir = str(tmp_path / "run")
+    with pytest.raises(checkpoint.CheckpointWriteError, match="checkpoint of step 4"):
+        train.train_and_evaluate(tiny_config(), workdir, progress=False)
+    assert len(finished) == 2  # steps 2 and 4: step 4's array item ended before train returned
 
 
 HOLD_LOCK = """
