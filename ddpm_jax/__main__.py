@@ -186,7 +186,8 @@ def _edit(args, overrides):
 def _evaluate(args, overrides):
     from ddpm_jax import evaluate, validation
 
-    validation.check_evaluation_counts(args.num_samples, args.bpd_examples, "--num-samples", "--bpd-examples")
+    validation.check_evaluation_counts(args.num_samples, args.bpd_examples, "--num-samples", "--bpd-examples",
+                                       feature_net=args.feature_net, feature_name="--feature-net")
     _check_sampler_args(args)
     if args.feature_net is None:
         print("no --feature-net given: computing bits/dim only (no FID/IS/KID/precision-recall). Pass "
@@ -358,7 +359,8 @@ def main(argv=None) -> int:
     p = sub.add_parser(
         "evaluate",
         help="FID/IS/KID/precision-recall of EMA samples and bits/dim over a split; writes WORKDIR/eval_<step>.json",
-        description="Sample metrics need --feature-net; without it only bits/dim is computed (with a message). "
+        description="Sample metrics need --feature-net; without it only bits/dim is computed (with a message; "
+                    "--bpd-examples 0 without --feature-net is refused: nothing would be measured). "
                     "Reference statistics are cached in --stats-dir (default WORKDIR/../fid_stats), per dataset "
                     "split and feature network.")
     p.add_argument("--workdir", required=True)

@@ -273,14 +273,19 @@ def _list_folder(root: str) -> tuple[list[str], list[str] | None]:
 def _decode(path: str, size: int) -> np.ndarray:
     """One image -> uint8 [size, size, C]: EXIF orientation applied, grayscale kept as 1 channel, anything else as
     RGB (alpha dropped), the largest centred square of the image's aspect cropped and resized (PIL bicubic,
-    antialiased when shrinking; `ImageOps.fit`)."""
+    antialiased when shrinking; `ImageOps.fit`). A file that opens but does not decode (cut off partway, damaged
+    data) raises OSError naming it (PIL's own "image file is truncated" names no file)."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image)
-        image = image.convert("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
-        image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
-        array = np.asarray(image, dtype=np.uint8)
+    with Image.open(path) as image:  # a file that is no image: PIL's "cannot identify image file PATH"
+        try:
+            image = ImageOps.exif_transpose(image)
+            image = image.convert("L" if image.mode in ("1", "L", "I;16", "I") else "RGB")
+            image = ImageOps.fit(image, (size, size), method=Image.Resampling.BICUBIC)
+            array = np.asarray(image, dtype=np.uint8)
+        except (OSError, SyntaxError, EOFError) as e:  # PIL: OSError (truncated), SyntaxError (broken PNG chunks)
+            raise OSError(f"cannot decode image file {path!r}: {e} (the file is cut off or damaged: replace or "
+                          "remove it)") from e
     return array[..., None] if array.ndim == 2 else array
 
 

@@ -75,7 +75,8 @@ def evaluate(
         None: the run's config.sample values.
       feature_net: "classifier:DIR", "inception:WEIGHTS.npz", "inception:packaged", a metrics.FeatureNetwork, or None
         for bits/dim only.
-      bpd_examples: images of `split` for bits/dim (the first ones); None: all; 0: skip bits/dim.
+      bpd_examples: images of `split` for bits/dim (the first ones); None: all; 0: skip bits/dim (refused with
+        feature_net None: nothing would be measured).
       split: the split for bits/dim (and the reference set unless `ref_split`).
       ref_split: the reference split for FID/KID/precision-recall (default: `split`).
       stats_dir: reference-statistics cache (default: `default_stats_dir(workdir)` = WORKDIR/../fid_stats).
@@ -96,7 +97,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     start = time.perf_counter()
-    check_evaluation_counts(num_samples, bpd_examples)
+    check_evaluation_counts(num_samples, bpd_examples, feature_net=feature_net)
     network = resolve_feature_network(feature_net)
     if write:
         check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")

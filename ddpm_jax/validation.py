@@ -100,9 +100,12 @@ def check_run_labels(labels, num_classes, text: bool, name: str = "--labels") ->
 
 
 def check_evaluation_counts(num_samples, bpd_examples, samples_name: str = "num_samples",
-                            bpd_name: str = "bpd_examples") -> None:
+                            bpd_name: str = "bpd_examples", *, feature_net=True,
+                            feature_name: str = "feature_net") -> None:
     """evaluate's two counts: samples for the sample metrics (>= 0) and images for bits/dim (None: all; >= 0);
-    both 0 would measure nothing and write an empty report, so that is refused."""
+    both 0 would measure nothing and write an empty report, so that is refused; so is bits/dim 0 without a
+    feature network (`feature_net` None: the sample metrics need one, so nothing would be measured either).
+    `feature_net`: the feature network given (a spec or a network), or None; the default counts as given."""
     check_count(samples_name, num_samples, 0)
     if bpd_examples is not None:
         check_count(bpd_name, bpd_examples, 0)
@@ -110,6 +113,12 @@ def check_evaluation_counts(num_samples, bpd_examples, samples_name: str = "num_
         raise ValueError(f"{samples_name} 0 and {bpd_name} 0 leave nothing to evaluate: give {samples_name} >= 1 "
                          f"(with a feature network) for FID/IS/KID/precision-recall, or {bpd_name} >= 1 (or leave "
                          "it out: all images of the split) for bits/dim.")
+    if bpd_examples == 0 and feature_net is None:
+        raise ValueError(f"{bpd_name} 0 without {feature_name} leaves nothing to evaluate: the sample metrics need "
+                         f"a feature network and {bpd_name} 0 skips bits/dim. Give {feature_name} classifier:DIR, "
+                         f"inception:WEIGHTS.npz or inception:packaged (with {samples_name} >= 1) for "
+                         f"FID/IS/KID/precision-recall, or {bpd_name} >= 1 (or leave it out: all images of the "
+                         "split) for bits/dim.")
 
 
 def check_guidance(guidance_scale, conditional: bool, has_labels: bool) -> None:

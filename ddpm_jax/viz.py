@@ -153,7 +153,13 @@ def read_images(path, image_shape: Sequence[int]) -> np.ndarray:
         raise ValueError(f"{path} holds images of shape {tuple(arr.shape[1:])}; the model takes {tuple(image_shape)} "
                          "(H, W, C): resize or crop it first.")
     if not np.all(np.abs(arr) <= 1.0):
-        raise ValueError(f"{path}: float images must be in [-1, 1].")
+        nan, inf, finite = int(np.isnan(arr).sum()), int(np.isinf(arr).sum()), arr[np.isfinite(arr)]
+        bad = " and ".join(([f"NaN ({nan} of {arr.size} values)"] if nan else [])
+                           + ([f"inf ({inf} of {arr.size} values)"] if inf else []))
+        span = f"min {finite.min():g}, max {finite.max():g}" if finite.size else ""
+        found = (f"it holds {bad}" + (f"; the finite values: {span}" if span else "")) if bad else f"found {span}"
+        hint = " (pixels in 0..255 go as uint8)" if finite.size and finite.max() > 1 else ""
+        raise ValueError(f"{path}: float images must be in [-1, 1]; {found}{hint}.")
     return arr
 
 

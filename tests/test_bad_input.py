@@ -11,6 +11,7 @@ Each case and where it is tested (this file unless named):
    6. an image folder that is missing ......... test_data.py::test_image_folder_errors
    7. an image folder that is empty ........... test_data.py::test_image_folder_errors
    8. an image folder holding a corrupt file .. test_image_folder_with_a_corrupt_file
+      (a truncated PNG: named too) ............ test_image_folder_with_a_truncated_png
    9. img2img --input that is not an image .... test_edit_inputs_that_are_not_images_or_of_the_wrong_size
   10. inpaint --input / --mask not an image .... test_edit_inputs_that_are_not_images_or_of_the_wrong_size
   11. img2img --input of the wrong size ........ test_edit_inputs_that_are_not_images_or_of_the_wrong_size
@@ -24,7 +25,8 @@ Each case and where it is tested (this file unless named):
   17. `forecast --num-samples 0` ............... test_forecast_on_an_image_run_or_with_zero_samples
   18. float pixels in an npz (data source; img2img input) .. test_data.py::test_bad_inputs,
                                                  test_float_or_nan_pixels_in_an_npz
-  19. NaN pixels in an npz (data source; img2img input) .... test_float_or_nan_pixels_in_an_npz
+  19. NaN pixels in an npz (data source; img2img input; the message says NaN and the range found)
+                                                 .... test_float_or_nan_pixels_in_an_npz
   20. labels outside the classes: `sample --labels 12` on a 10-class run, refused before the checkpoint loads
       or anything compiles ..................... test_labels_outside_the_classes_are_refused_before_loading;
       the library (configs.sample), training data: test_faults.py::test_guidance_needs_a_class_conditional_model,
@@ -36,6 +38,7 @@ Each case and where it is tested (this file unless named):
   24. SIGKILL during `sample` .................. test_sigkill_while_sample_writes_leaves_no_truncated_file
   25. `sample` while `train` writes checkpoints to the same workdir .. test_sample_while_train_writes_a_checkpoint
   26. `evaluate --num-samples 0 --bpd-examples 0` .. test_evaluate_with_nothing_to_measure_is_refused
+  27. `evaluate --bpd-examples 0` without --feature-net .. test_evaluate_bpd_examples_0_without_a_feature_network_is_refused
 """
 
 import os
@@ -146,6 +149,29 @@ def test_image_folder_with_a_corrupt_file(tmp_path, monkeypatch, capsys):
     assert not (workdir / "checkpoints").exists() or not os.listdir(workdir / "checkpoints")
 
 
+def test_image_folder_with_a_truncated_png(tmp_path, monkeypatch, capsys):
+    """A PNG cut off partway opens (its header is whole) but does not decode: PIL says only "image file is
+    truncated"; the error must name the file."""
+    monkeypatch.setenv("DDPM_JAX_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "pets"
+    folder.mkdir()
+    _png(folder / "a.png", np.zeros((8, 8, 3), np.uint8))
+    whole = _png(tmp_path / "whole.png", np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8))
+    cut = open(whole, "rb").read()
+    (folder / "b.png").write_bytes(cut[:len(cut) // 2])
+    truncated = str(folder / "b.png")
+    with pytest.raises(OSError) as info:
+        data.load_arrays(f"folder:{folder}", image_size=8)
+    assert str(info.value).startswith(f"cannot decode image file {truncated!r}: image file is truncated")
+    workdir = tmp_path / "run"
+    assert main(["train", "--config", DIGITS, "--workdir", str(workdir), "--config.model.num_classes=None",
+                 f"--config.data.source=folder:{folder}", "--config.data.image_size=8"]) == 2
+    err = _err(capsys)
+    assert f"error: cannot decode image file {truncated!r}: image file is truncated" in err
+    assert not (workdir / "checkpoints").exists() or not os.listdir(workdir / "checkpoints")
+    assert not list((tmp_path / "cache").rglob("*.npz"))  # nothing cached
+
+
 # ------------------------------------------------------------------------------------------------ img2img, inpaint
 
 
@@ -198,15 +224,21 @@ def test_float_or_nan_pixels_in_an_npz(run, tmp_path, capsys):
         with pytest.raises(ValueError, match=f"uint8.*{pixels.dtype}"):
             data.load_arrays(f"npz:{tmp_path / name}.npz")
     # As img2img's input: float images must be in [-1, 1], which NaN is not.
+    # The message says NaN (how many) and the range of the rest; out-of-range values are named by min and max.
     images = np.zeros((2, 8, 8, 1), np.float32)
     images[1, 3, 3] = np.nan
+    images[0, 0, 0] = 0.5
     np.savez(tmp_path / "in.npz", images=images)
-    with pytest.raises(ValueError, match=r"float images must be in \[-1, 1\]"):
+    with pytest.raises(ValueError, match=r"float images must be in \[-1, 1\]; it holds NaN \(1 of 128 values\); "
+                                         r"the finite values: min 0, max 0\.5\.$"):
         viz.read_images(tmp_path / "in.npz", (8, 8, 1))
     assert main(["img2img", "--workdir", run, "--input", str(tmp_path / "in.npz"),
                  "--out", str(tmp_path / "x.png")]) == 2
-    assert "in.npz: float images must be in [-1, 1]" in _err(capsys)
+    assert "in.npz: float images must be in [-1, 1]; it holds NaN (1 of 128 values)" in _err(capsys)
     assert not (tmp_path / "x.png").exists()
+    np.savez(tmp_path / "bytes.npz", images=np.full((1, 8, 8, 1), 255.0, np.float32))
+    with pytest.raises(ValueError, match=r"found min 255, max 255 \(pixels in 0\.\.255 go as uint8\)"):
+        viz.read_images(tmp_path / "bytes.npz", (8, 8, 1))
 
 
 # ------------------------------------------------------------------------------------------------ forecast
@@ -375,4 +407,21 @@ def test_evaluate_with_nothing_to_measure_is_refused(tmp_path, nothing_loads, ca
         assert message in _err(capsys)
     with pytest.raises(ValueError, match="num_samples 0 and bpd_examples 0 leave nothing to evaluate"):
         evaluate.evaluate(str(tmp_path), num_samples=0, bpd_examples=0, feature_net="classifier:x")
+    assert not list(tmp_path.iterdir())  # no report
+
+
+def test_evaluate_bpd_examples_0_without_a_feature_network_is_refused(tmp_path, nothing_loads, capsys):
+    """--bpd-examples 0 skips bits/dim and without --feature-net there are no sample metrics: nothing would be
+    measured (an empty report, exit 0 before); refused like --num-samples 0 --bpd-examples 0, before anything loads."""
+    for argv in ([], ["--num-samples", "5"]):
+        assert main(["evaluate", "--workdir", str(tmp_path), "--bpd-examples", "0"] + argv) == 2
+        err = _err(capsys)
+        assert ("error: --bpd-examples 0 without --feature-net leaves nothing to evaluate: the sample metrics need a "
+                "feature network and --bpd-examples 0 skips bits/dim. Give --feature-net classifier:DIR, "
+                "inception:WEIGHTS.npz or inception:packaged (with --num-samples >= 1) for "
+                "FID/IS/KID/precision-recall, or --bpd-examples >= 1 (or leave it out: all images of the split) for "
+                "bits/dim.") in err
+        assert "computing bits/dim only" not in err
+    with pytest.raises(ValueError, match="bpd_examples 0 without feature_net leaves nothing to evaluate"):
+        evaluate.evaluate(str(tmp_path), num_samples=100, bpd_examples=0)
     assert not list(tmp_path.iterdir())  # no report
