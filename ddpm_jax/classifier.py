@@ -119,30 +119,28 @@ def _make_train_step(model: Classifier, optimizer: optax.GradientTransformation)
     return step
 
 
-def _batched_apply(model: Classifier, batch_size: int) -> Callable:
-    """params, images [N, H, W, C] float -> (features [N, D], logits [N, K]) numpy, in fixed-size chunks (the
-    last one padded), so one compiled function serves every N."""
-    apply = jax.jit(model.apply)
+def _batched_apply(apply: Callable, batch_size: int) -> Callable:
+    """params, images [N, H, W, C] float -> apply(params, images) (a pytree of arrays [N, ...]) as numpy, in
+    fixed-size chunks (the last one padded), so one compiled function serves every N."""
+    apply = jax.jit(apply)
 
-    def run(params, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(params, images: np.ndarray) -> Any:
         n = images.shape[0]
-        feats, logits = [], []
+        parts = []
         for start in range(0, n, batch_size):
             chunk = np.asarray(images[start:start + batch_size], np.float32)
             m = chunk.shape[0]
             if m < batch_size:
                 chunk = np.concatenate([chunk, np.zeros((batch_size - m,) + chunk.shape[1:], np.float32)])
-            f, l = apply(params, chunk)
-            feats.append(np.asarray(f)[:m])
-            logits.append(np.asarray(l)[:m])
-        return np.concatenate(feats), np.concatenate(logits)
+            parts.append(jax.tree_util.tree_map(lambda a: np.asarray(a)[:m], apply(params, chunk)))
+        return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
 
     return run
 
 
 def accuracy(model: Classifier, params: Any, arrays: data.Arrays, batch_size: int = 256) -> float:
     """Top-1 accuracy on a labelled split."""
-    _, logits = _batched_apply(model, batch_size)(params, data.to_float(arrays.images, arrays.max_value))
+    _, logits = _batched_apply(model.apply, batch_size)(params, data.to_float(arrays.images, arrays.max_value))
     return float(np.mean(np.argmax(logits, -1) == arrays.labels))
 
 
@@ -275,17 +273,21 @@ def load_classifier(workdir: str) -> tuple[Classifier, Any, dict]:
 
 def feature_network(workdir: str, *, batch_size: int = 256) -> FeatureNetwork:
     """The FeatureNetwork of a trained classifier: images [B, H, W, C] in [-1, 1] (the classifier's own image
-    shape) -> {"features": [B, feature_dim] (penultimate, after ReLU), "logits": [B, num_classes]}."""
+    shape) -> {"features": [B, feature_dim] (penultimate, after ReLU), "logits": [B, num_classes]}.
+
+    It carries its pure form (`FeatureNetwork.apply`, `.params`), so `extract_features_sharded` pmaps it over
+    all devices; called directly it runs in chunks of `batch_size` images (one compiled function for every B)."""
     model, params, info = load_classifier(workdir)
     params = jax.device_put(params)
     image_shape = tuple(info["image_shape"])
-    run = _batched_apply(model, batch_size)
 
-    def fn(images):
+    def apply(params, images):
         if tuple(images.shape[1:]) != image_shape:
             raise ValueError(f"classifier {info['name']!r} takes images of shape {image_shape} (its dataset "
                              f"{info['dataset']!r}), got {tuple(images.shape[1:])}; no resizing is done.")
-        features, logits = run(params, np.asarray(images, np.float32))
+        features, logits = model.apply(params, images)
         return {"features": features, "logits": logits}
 
-    return FeatureNetwork(info["name"], fn)
+    run = _batched_apply(apply, batch_size)
+    return FeatureNetwork(info["name"], lambda images: run(params, np.asarray(images, np.float32)), apply=apply,
+                          params=params)

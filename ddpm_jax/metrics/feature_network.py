@@ -207,7 +207,9 @@ def load_cached_statistics(network: FeatureNetwork, cache_path: str | os.PathLik
                            num_examples: int | None = None, overwrite: bool = False) -> RunningStats | None:
     """The statistics cached in `cache_path` when it exists and holds `network`'s with `num_examples` examples
     (any count when None); None when there is no cache, or (with `overwrite`) when it disagrees. A disagreeing
-    cache without `overwrite` is a ValueError, never silently replaced or reused."""
+    cache without `overwrite` is a ValueError, never silently replaced or reused. This is this process's view:
+    a caller that then computes collectively (`extract_features_sharded`) decides with
+    `parallel.any_process(stats is None)`, so that all processes compute when any lacks the cache."""
     _check_num_examples(num_examples)
     if cache_path is None or not os.path.exists(cache_path):
         return None

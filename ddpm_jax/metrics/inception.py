@@ -580,17 +580,17 @@ def inception_feature_network(variables: Mapping, *, name: str = FID_INCEPTION_N
 
     `name` defaults to FID_INCEPTION_NAME, which claims the real pytorch-fid weights: give another name for any
     other weights (e.g. random ones in tests). The images are preprocessed with `preprocess` (8-bit
-    quantization unless quantize_input=False, resize to 299x299); one compiled function per batch shape.
+    quantization unless quantize_input=False, resize to 299x299); one compiled function per batch shape. The
+    network carries its pure form (`FeatureNetwork.from_apply`: the variables placed on the device once), so
+    `extract_features_sharded` pmaps it over all devices.
     """
     has_logits = "fc" in variables["params"]
     model = FIDInceptionV3(num_classes=NUM_CLASSES if has_logits else None, precision=precision)
-    variables = jax.device_put(variables)  # once, not with every batch
 
-    @jax.jit
     def apply(variables, images):
         out = model.apply(variables, preprocess(images, quantize_input=quantize_input))
         if not has_logits:
             return {"features": out["pool3"]}
         return {"features": out["pool3"], "logits": out["logits_unbiased"], "logits_with_bias": out["logits"]}
 
-    return FeatureNetwork(name, functools.partial(apply, variables), has_logits=has_logits)
+    return FeatureNetwork.from_apply(name, apply, variables, has_logits=has_logits)
