@@ -21,7 +21,9 @@ config beside the checkpoints is `ddpm_jax.runs`' to write and check.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import os
 import threading
 import time
@@ -167,15 +169,26 @@ def pack(state: Any) -> tuple[dict, list]:
     Orbax's cost per saved array dominates small-array checkpoints: the digits run's 584 arrays (11.5 MiB) take
     ~12x the time and CPU of the same bytes as one array (docs/performance.md), so a checkpoint is written as a
     few buffers. The state is held whole on each host (pmap replicates it), so packing loses nothing there."""
-    parts, sizes, layout = {}, {}, []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(state)[0]:
-        array = np.asarray(leaf)
-        dtype = array.dtype.name
+    leaves, treedef = jax.tree_util.tree_flatten(state)
+    arrays = [np.asarray(leaf) for leaf in leaves]
+    layout, groups = _layout(treedef, tuple((a.shape, a.dtype.str) for a in arrays))
+    buffers = {dtype: np.concatenate([arrays[i].reshape(-1) for i in members]) for dtype, members in groups.items()}
+    return buffers, layout
+
+
+@functools.lru_cache(maxsize=16)
+def _layout(treedef, leaves: tuple) -> tuple[list, dict]:
+    """`pack`'s layout for a tree of `treedef` whose leaves have these (shape, dtype str), and the leaf indices
+    of each dtype's buffer in order. Cached: a training run packs the same structure at every checkpoint."""
+    paths = [path for path, _ in jax.tree_util.tree_flatten_with_path(treedef.unflatten(range(len(leaves))))[0]]
+    layout, groups, sizes = [], {}, {}
+    for i, (path, (shape, dtype_str)) in enumerate(zip(paths, leaves)):
+        dtype = np.dtype(dtype_str).name
         offset = sizes.get(dtype, 0)
-        parts.setdefault(dtype, []).append(array.reshape(-1))
-        sizes[dtype] = offset + array.size
-        layout.append(dict(path=[_key_name(k) for k in path], dtype=dtype, shape=list(array.shape), offset=offset))
-    return {dtype: np.concatenate(arrays) for dtype, arrays in parts.items()}, layout
+        sizes[dtype] = offset + math.prod(shape)
+        groups.setdefault(dtype, []).append(i)
+        layout.append(dict(path=[_key_name(k) for k in path], dtype=dtype, shape=list(shape), offset=offset))
+    return layout, groups
 
 
 def unpack(buffers: dict, layout: list, like: Any = None) -> Any:
