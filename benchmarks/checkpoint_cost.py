@@ -3,7 +3,7 @@
 in the background, with a checkpoint that falls due while the previous one is still being written skipped
 (config.train.checkpoint_if_busy="skip", the default) or waited for ("wait").
 
-    python benchmarks/checkpoint_cost.py --out benchmarks/results/checkpoint_cost.json
+    python benchmarks/checkpoint_cost.py --steps 100 --repeats 3 --out benchmarks/results/checkpoint_cost.json
     python benchmarks/checkpoint_cost.py --quick
 
 Each run is `train.train_and_evaluate` on a fresh workdir for --steps steps (the digits experiment by default,
@@ -11,6 +11,9 @@ its batch of 64, no sample grids), with checkpoint_every N = 1, 10, 100 and none
 "img/s" is the training loop's steady-state rate (metrics.jsonl's images_per_sec: the first, compiling call
 excluded, and so is the wait for the final write); "wall s" is the whole call, that final wait included;
 "written" counts the checkpoints written (the final one included), so steps / written is the interval achieved.
+"vs none" divides by the median rate of the repeat's runs without checkpoints (all modes: the same loop then).
+`--table-from FILE` prints the table of a results JSON this script wrote (with --out, writes it there), running
+nothing.
 The step is compiled once, by a warm-up run, and shared by all runs (checkpoint settings do not change it).
 """
 
@@ -23,6 +26,8 @@ import shutil
 import sys
 import tempfile
 import time
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
@@ -65,6 +70,30 @@ def warm_up(model: str, steps: int, root: str) -> None:
                              progress=False)
 
 
+def table(results: list, model: str, steps: int, repeats: int, workdir_root: str | None) -> str:
+    """The markdown table of `results`: per N and mode the median img/s, its ratio to the runs without
+    checkpoints (the range over repeats), the checkpoints written and the wall seconds."""
+    # Without checkpoints every mode runs the same loop, so all "none" runs of a repeat form its baseline.
+    baseline = {k: np.median([r["images_per_sec"] for r in results if r["every"] is None and r["repeat"] == k])
+                for k in {r["repeat"] for r in results}}
+
+    def cell(every, mode):
+        runs = [r for r in results if r["every"] == every and r["mode"] == mode]
+        ratios = [r["images_per_sec"] / baseline[r["repeat"]] for r in runs]
+        spread = f" ({min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
+        return [common.fmt(float(np.median([r["images_per_sec"] for r in runs])), ".0f"),
+                f"{np.median(ratios):.2f}{spread}", str(int(np.median([r["checkpoints_written"] for r in runs]))),
+                common.fmt(float(np.median([r["wall_s"] for r in runs])))]
+
+    names = [f"{name} {if_busy}" for name, _, if_busy in MODES]
+    rows = [[str(every or "none")] + sum((cell(every, mode) for mode in names), []) for every in EVERY]
+    return (f"{model}, batch {common.MODELS[model]['batch']}, {steps} steps per run, {repeats} repeat(s) (medians; "
+            f"the ratio's range in parentheses), one checkpoint {results[0]['checkpoint_mb']:.1f} MiB, workdirs in "
+            f"{workdir_root or tempfile.gettempdir()}\n"
+            + common.table(["checkpoint every"] + sum(([f"{m} img/s", "vs none", "written", "wall s"] for m in names),
+                                                      []), rows))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="digits", choices=tuple(common.MODELS))
@@ -72,32 +101,34 @@ def main(argv=None):
     p.add_argument("--workdir-root", default=None, help="where the runs' workdirs go (default: the system temp "
                    "directory); the filesystem measured")
     p.add_argument("--quick", action="store_true", help="20 steps per run")
+    p.add_argument("--repeats", type=int, default=1, help="run the whole grid this many times, interleaved; the "
+                   "table gives medians, and the ratio's range over the repeats (default 1)")
     p.add_argument("--out", default=None)
+    p.add_argument("--table-from", default=None, help="print the table of this results JSON and exit")
     args = p.parse_args(argv)
+    if args.table_from:  # re-render a saved run's table (with --out: into that JSON's "table")
+        saved = json.load(open(args.table_from))
+        saved["table"] = table(saved["results"], saved["model"], saved["steps"],
+                               max(r["repeat"] for r in saved["results"]) + 1, saved.get("workdir_root"))
+        print(saved["table"])
+        if args.out:
+            common.write_json(args.out, saved)
+        return
     steps = 20 if args.quick else args.steps
     root = tempfile.mkdtemp(dir=args.workdir_root, prefix="checkpoint_cost-")
     info = common.machine_info()
     load = common.LoadMonitor()
     try:
         warm_up(args.model, steps, root)
-        results = [run(args.model, steps, every, mode, root) for every in EVERY for mode in MODES]
+        results = [dict(run(args.model, steps, every, mode, root), repeat=k)
+                   for k in range(args.repeats) for every in EVERY for mode in MODES]
     finally:
         shutil.rmtree(root)
     load = load.stop()
 
-    def cell(every, mode):
-        r = next(r for r in results if r["every"] == every and r["mode"] == mode)
-        base = next(r for r in results if r["every"] is None and r["mode"] == mode)
-        return [common.fmt(r["images_per_sec"], ".0f"), f"{r['images_per_sec'] / base['images_per_sec']:.2f}",
-                str(r["checkpoints_written"]), common.fmt(r["wall_s"])]
-
-    names = [f"{name} {if_busy}" for name, _, if_busy in MODES]
-    rows = [[str(every or "none")] + sum((cell(every, mode) for mode in names), []) for every in EVERY]
-    text = (f"{args.model}, batch {common.MODELS[args.model]['batch']}, {steps} steps per run, one checkpoint "
-            f"{results[0]['checkpoint_mb']:.1f} MiB, workdirs in {args.workdir_root or tempfile.gettempdir()}\n"
-            + common.table(["checkpoint every"] + sum(([f"{m} img/s", "vs none", "written", "wall s"] for m in names), []),
-                           rows))
-    common.report(text, load, args.out, machine=info, results=results, steps=steps, model=args.model)
+    text = table(results, args.model, steps, args.repeats, args.workdir_root)
+    common.report(text, load, args.out, machine=info, results=results, steps=steps, model=args.model,
+                  workdir_root=args.workdir_root)
 
 
 if __name__ == "__main__":

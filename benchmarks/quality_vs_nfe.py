@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from ddpm_jax import configs, data, reference_stats, runs, sample_quality, sampling, solvers
+    from ddpm_jax import data, reference_stats, runs, sample_quality, sampling, solvers
 
     monitor = common.LoadMonitor()
     if args.quick:
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     results = []
     for sampler, steps in settings:
         options = dict(num_steps=steps) if steps else {}
-        draw = lambda n: configs.sample(config, run.params, rng, n, image_shape, sampler=sampler, **options)
+        draw = lambda n: runs.sample(config, run.params, rng, n, image_shape, sampler=sampler, **options)
         draw(jax.local_device_count())  # compile (one sample per device), outside the timing
         start = time.perf_counter()
         images = draw(args.num_samples)

@@ -64,7 +64,7 @@ def evaluate(workdir: str, feature_net: str, num_samples: int, seed: int) -> dic
     import jax
     import numpy as np
 
-    from ddpm_jax import checkpoint, configs, data, reference_stats, runs, sample_quality
+    from ddpm_jax import checkpoint, data, reference_stats, runs, sample_quality
 
     run = runs.load_run(workdir)
     config = run.config
@@ -90,13 +90,13 @@ def evaluate(workdir: str, feature_net: str, num_samples: int, seed: int) -> dic
     for step in sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()):
         params, _ = checkpoint.restore_params(workdir, step=step)
         start = time.perf_counter()
-        images = configs.sample(config, params, jax.random.PRNGKey(seed), num_samples, run.image_shape())
+        images = runs.sample(config, params, jax.random.PRNGKey(seed), num_samples, run.image_shape())
         sampling_seconds = time.perf_counter() - start
         rows.append(dict(step=step, sampling_seconds=sampling_seconds,
                          **score(network, images, stats, real_features, test.max_value, subset)))
         print(f"step {step}: FID {rows[-1]['fid']:.3f} IS {rows[-1]['is']:.3f}", file=sys.stderr, flush=True)
     return dict(rows=rows, real=real, reference=f"{source} {ref_split} split", scored_in_subsets_of=subset,
-                sampler=configs.sampler_options(config), feature_network=network.name)
+                sampler=runs.sampler_options(config), feature_network=network.name)
 
 
 def main(argv=None) -> int:

@@ -44,7 +44,7 @@ def _sample(args, overrides):
     import numpy as np
     from tqdm.auto import tqdm
 
-    from ddpm_jax import configs, files, runs, validation, viz
+    from ddpm_jax import files, runs, validation, viz
 
     validation.check_count("--num", args.num)
     _check_sampler_args(args)
@@ -60,7 +60,7 @@ def _sample(args, overrides):
     if run.config.model.get("text", None) is not None or args.prompt is not None:
         return _sample_prompt(args, run)
     step, image_shape = run.step, run.image_shape()
-    conditional = run.model.num_classes is not None  # without --labels, balanced ones (configs.sample)
+    conditional = run.model.num_classes is not None  # without --labels, balanced ones (runs.sample)
     validation.check_guidance(args.guidance_scale, conditional, conditional or labels is not None)
     bar = tqdm(total=args.num, unit="img", desc=f"sampling (step {step})")
 
@@ -68,7 +68,7 @@ def _sample(args, overrides):
         bar.update(done - bar.n)
 
     start = time.perf_counter()
-    images = configs.sample(
+    images = runs.sample(
         run.config, run.params, jax.random.PRNGKey(args.seed), args.num, image_shape, sampler=args.sampler,
         num_steps=args.steps, spacing=args.spacing, eta=args.eta, labels=labels, guidance_scale=args.guidance_scale,
         progress=progress,
@@ -142,7 +142,7 @@ def _edit(args, overrides):
     import jax
     import numpy as np
 
-    from ddpm_jax import configs, editing, files, runs, validation, viz
+    from ddpm_jax import editing, files, runs, validation, viz
 
     validation.check_count("--num", args.num)
     _check_sampler_args(args)
@@ -158,7 +158,7 @@ def _edit(args, overrides):
     text = run.config.model.get("text", None) is not None
     if not text and getattr(args, "guidance_scale", 1.0) != 1:
         raise ValueError("--guidance needs a text-conditional run and --prompt.")
-    options = configs.sampler_options(run.config, args.sampler, args.steps, args.spacing, args.eta)
+    options = runs.sampler_options(run.config, args.sampler, args.steps, args.spacing, args.eta)
     rng = jax.random.PRNGKey(args.seed)
     start = time.perf_counter()
     if text:
@@ -248,7 +248,7 @@ def _forecast(args, overrides):
     import jax
     import numpy as np
 
-    from ddpm_jax import configs, files, forecasting, runs, validation, viz
+    from ddpm_jax import files, forecasting, runs, validation, viz
 
     validation.check_count("--num-samples", args.num_samples)
     validation.check_count("--resample", args.resample)
@@ -258,7 +258,7 @@ def _forecast(args, overrides):
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "the forecasts, fan charts and scores go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
     start = time.perf_counter()
-    result = configs.forecast(run.config, run.params, jax.random.PRNGKey(args.seed), args.num_samples,
+    result = runs.forecast(run.config, run.params, jax.random.PRNGKey(args.seed), args.num_samples,
                               sampler=args.sampler, num_steps=args.steps, spacing=args.spacing, eta=args.eta,
                               resample=args.resample)
     seconds = time.perf_counter() - start

@@ -1,6 +1,7 @@
-"""The ConfigDict boundary: build models, schedules, loss options and samplers from an experiment config.
+"""The ConfigDict boundary: build models, schedules and loss options from an experiment config.
 
-Library functions take plain arguments; only this module (with train.py and the CLI) reads a ConfigDict.
+Library functions take plain arguments; only this module (with train.py, `runs`, which samples and forecasts a
+run, `config_schema` and the CLI) reads a ConfigDict.
 An experiment config has the sections seed, data, model, diffusion, train, sample (see experiments/).
 """
 
@@ -12,9 +13,8 @@ from typing import Sequence
 
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
-from ddpm_jax import data, forecasting, functional, sampling, schedules, series, validation, vdm
+from ddpm_jax import data, schedules, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.autoencoder import Autoencoder
 from ddpm_jax.models.text import TextEncoder, TextUNet, Tokenizer
@@ -173,112 +173,6 @@ def loss_options(config: ml_collections.ConfigDict) -> dict:
         prediction=d.prediction, variance=d.variance, loss_type=d.loss_type, weighting=d.weighting,
         hybrid_lambda=d.hybrid_lambda, min_snr_gamma=d.min_snr_gamma, p2_k=d.p2_k, p2_gamma=d.p2_gamma,
     )
-
-
-def sampler_options(config: ml_collections.ConfigDict, sampler: str | None = None, num_steps: int | None = None,
-                    spacing: str | None = None, eta: float | None = None) -> dict:
-    """The sampler and its keyword arguments (`sampling.sample`'s) from explicit values, else config.sample."""
-    s, d = config.sample, config.diffusion
-    validation.check_sampler_settings(num_steps, eta)
-    own = sampler is None or sampler == s.sampler  # the config's settings belong to its own sampler
-    sampler = sampler or s.sampler
-    validation.check_choice("sampler", sampler, sampling.SAMPLERS)
-    options = dict(sampler=sampler, prediction=d.prediction, clip_denoised=s.clip_denoised)
-    if sampler == "ancestral":
-        return dict(options, variance=d.variance)
-    options.update(num_steps=num_steps if num_steps is not None else (s.num_steps if own else None),
-                   spacing=spacing if spacing is not None else (s.get("spacing", None) if own else None))
-    if sampler == "ddim":
-        options["eta"] = eta if eta is not None else (s.eta if own else 0.0)
-    elif eta:
-        raise ValueError(f"eta is DDIM's; sampler {sampler!r} takes none (got eta={eta}).")
-    return options
-
-
-def sample(
-    config: ml_collections.ConfigDict,
-    params,
-    rng,
-    num_samples: int,
-    image_shape: Sequence[int],
-    *,
-    sampler: str | None = None,
-    num_steps: int | None = None,
-    spacing: str | None = None,
-    eta: float | None = None,
-    labels=None,
-    guidance_scale: float = 1.0,
-    progress=None,
-) -> np.ndarray:
-    """`num_samples` images [N, H, W, C] in [-1, 1] from U-Net params, across all local devices.
-
-    Sampler settings default to config.sample (its num_steps, spacing and eta apply when `sampler` is the
-    config's sampler; other samplers default to their own, see `sampling.sampler_timesteps`); `labels` [N]
-    condition a class-conditional model (default for such a model: balanced, sample i of class i mod
-    num_classes), or tokens [N, L] a text-conditional one (default: the empty prompt), guided with `guidance_scale` (classifier-free guidance; 1 = plain conditional, one model
-    call per step). Every argument is checked before anything compiles.
-    """
-    validation.check_count("num_samples", num_samples)
-    model = create_model(config)
-    sched = create_schedule(config, params)
-    options = sampler_options(config, sampler, num_steps, spacing, eta)
-    sampler = options.pop("sampler")
-    conditional = model.null_label is not None
-    if labels is not None and not conditional:
-        raise ValueError("labels were given but the model is unconditional (config.model.num_classes is None).")
-    if model.num_classes is not None:
-        if labels is None:
-            labels = np.arange(num_samples, dtype=np.int32) % model.num_classes
-        validation.check_labels(labels, model.num_classes, "sampling")
-    validation.check_guidance(guidance_scale, conditional, labels is not None)
-    return sampling.sample_sharded(
-        functional.bind(model.apply, params),
-        sched,
-        rng,
-        num_samples,
-        tuple(image_shape),
-        sampler=sampler,
-        labels=labels,
-        guidance_scale=guidance_scale,
-        null_label=model.null_label if conditional and guidance_scale != 1 else None,
-        per_device_batch=config.sample.get("per_device_batch", None),
-        progress=progress,
-        **options,
-    )
-
-
-def forecast(
-    config: ml_collections.ConfigDict,
-    params,
-    rng,
-    num_samples: int,
-    *,
-    sampler: str | None = None,
-    num_steps: int | None = None,
-    spacing: str | None = None,
-    eta: float | None = None,
-    resample: int = 1,
-) -> dict:
-    """Forecasts of every test window of a series run (config.data.source "series:NAME", config.data.window), by
-    inpainting the horizon (`forecasting.forecast`; sampler settings as `sample`, `resample` RePaint's U).
-
-    Returns dict(context float64 [N, L, C], target [N, H, C], samples [N, S, H, C], all in the data's units, and
-    period: config.data.period, the season of the seasonal-naive baseline, 0 if none).
-    """
-    validation.check_count("num_samples", num_samples)
-    kind, name = data.parse_source(config.data.source)
-    if kind != "series" or config.data.get("window", None) is None:
-        raise ValueError(f"forecast needs a run trained on a series (config.data.source 'series:NAME' and "
-                         f"config.data.window); this run's source is {config.data.source!r}")
-    window = data_options(config)["window"]
-    windows = series.load_windows(name, "test", **window)
-    length, horizon = window["context"], window["horizon"]
-    model = create_model(config)
-    scaled = forecasting.forecast(functional.bind(model.apply, params), create_schedule(config, params), rng,
-                                  windows.scaled[:, :length], horizon=horizon, num_samples=num_samples,
-                                  resample=resample, **sampler_options(config, sampler, num_steps, spacing, eta))
-    return dict(context=windows.values[:, :length], target=windows.values[:, length:],
-                samples=scaled * windows.scale[:, None] + windows.loc[:, None], period=config.data.get("period", 0))
 
 
 # ---------------------------------------------------------------- config files and overrides

@@ -13,7 +13,7 @@ This module loads the run (`runs.load_run`), calls them, and writes the report.
 
 Choices made here:
 
-* Samples come from the EMA params (unless ema=False), across all devices (`configs.sample`); sample i uses
+* Samples come from the EMA params (unless ema=False), across all devices (`runs.sample`); sample i uses
   fold_in(fold_in(PRNGKey(seed), 0), i). Before the feature network sees them they are quantized to the
   dataset's pixel grid (256 levels, 17 for "digits"); the real images are on that grid already.
 * Reference set: split `ref_split` (default: `split`) of the run's data source, cached in `stats_dir` (default
@@ -71,7 +71,7 @@ def evaluate(
       workdir: a training run's directory (config.json and checkpoints/).
       num_samples: samples for the sample metrics (ignored without a feature network; 0 skips them; 0 together
         with bpd_examples=0 is refused: nothing would be measured).
-      sampler, num_steps, spacing, eta: any of `sampling.SAMPLERS` with its settings (see `configs.sampler_options`);
+      sampler, num_steps, spacing, eta: any of `sampling.SAMPLERS` with its settings (see `runs.sampler_options`);
         None: the run's config.sample values.
       feature_net: "classifier:DIR", "inception:WEIGHTS.npz", "inception:packaged", a metrics.FeatureNetwork, or None
         for bits/dim only.
@@ -111,7 +111,7 @@ def evaluate(
     image_size = config.data.get("image_size", None)
     ref_split = ref_split or split
     rng = jax.random.PRNGKey(seed)
-    options = configs.sampler_options(config, sampler, num_steps, spacing, eta)
+    options = runs.sampler_options(config, sampler, num_steps, spacing, eta)
     sampler = options["sampler"]
     sampler_info = dict(name=sampler, clip_denoised=bool(options["clip_denoised"]))
     if sampler != "ancestral":
@@ -178,7 +178,7 @@ def evaluate(
             sampler_info["labels"] = "balanced (i mod num_classes)"
         bar = tqdm(total=num_samples, unit="img", desc=f"sampling (step {step})", disable=not progress)
         t0 = time.perf_counter()
-        samples = configs.sample(
+        samples = runs.sample(
             config, params, jax.random.fold_in(rng, 0), num_samples, image_shape, sampler=sampler,
             num_steps=sampler_info.get("num_steps"), spacing=sampler_info.get("spacing"),
             eta=sampler_info.get("eta"), labels=labels,

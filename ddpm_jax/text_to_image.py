@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 from jax.tree_util import Partial
 
-from ddpm_jax import configs, editing, sampling, validation
+from ddpm_jax import configs, editing, runs, sampling, validation
 
 
 def tokens(run, prompts: Sequence[str]) -> np.ndarray:
@@ -33,7 +33,7 @@ def sample(run, prompts: Sequence[str], rng, *, guidance_scale: float = 1.0, sam
            progress=None) -> np.ndarray:
     """One image per prompt: [N, H, W, C] in [-1, 1]. Sample i draws its noise from fold_in(rng, i)."""
     labels = tokens(run, prompts)
-    latents = configs.sample(run.config, run.params, rng, len(prompts), run.model_shape(), sampler=sampler,
+    latents = runs.sample(run.config, run.params, rng, len(prompts), run.model_shape(), sampler=sampler,
                              num_steps=num_steps, spacing=spacing, eta=eta, labels=labels,
                              guidance_scale=guidance_scale, progress=progress)
     return latents if run.codec is None else run.codec.decode(latents)
@@ -49,7 +49,7 @@ def img2img(run, images, prompts: Sequence[str], rng, *, strength: float, guidan
     if len(labels) != len(images):
         raise ValueError(f"img2img needs one prompt per image: {len(prompts)} prompts for {len(images)} images.")
     validation.check_guidance(guidance_scale, True, True)
-    options = configs.sampler_options(run.config, sampler, num_steps, spacing, eta)
+    options = runs.sampler_options(run.config, sampler, num_steps, spacing, eta)
     if guidance_scale == 1:
         model_fn = Partial(sampling.with_labels, run.model_fn, labels)
     else:

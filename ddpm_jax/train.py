@@ -25,15 +25,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from ddpm_jax import checkpoint, configs, data, latent, losses, parallel, runs, validation, vdm, viz
+from ddpm_jax import checkpoint, config_schema, configs, data, latent, losses, parallel, runs, validation, vdm, viz
 from ddpm_jax.models import autoencoder as autoencoder_lib
 from ddpm_jax.models import text as text_lib
-from ddpm_jax.validation import check_choice
+from ddpm_jax.optimizers import create_optimizer  # noqa: F401 - public as train.create_optimizer
 from ddpm_jax.keys import example_keys, per_example
 from ddpm_jax.parallel import AXIS
-
-OPTIMIZERS = ("adam", "adamw")
-LR_SCHEDULES = ("constant", "cosine")
 
 
 @flax.struct.dataclass
@@ -50,26 +47,6 @@ class TrainState:
     rng: jnp.ndarray
     importance: losses.ImportanceState | None = None
     frozen: Any = None
-
-
-def create_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """optax chain of config.train: clip by global norm, then Adam/AdamW with linear warmup (Ho et al.: Adam,
-    lr 2e-4, 5000 warmup steps, clip 1.0), constant or cosine-decayed after warmup."""
-    t = config.train
-    check_choice("optimizer", t.optimizer, OPTIMIZERS)
-    check_choice("lr schedule", t.lr_schedule, LR_SCHEDULES)
-    warmup = optax.linear_schedule(0.0, t.learning_rate, max(t.warmup_steps, 1))
-    if t.lr_schedule == "constant":
-        after = optax.constant_schedule(t.learning_rate)
-    else:
-        after = optax.cosine_decay_schedule(t.learning_rate, max(t.num_steps - t.warmup_steps, 1))
-    lr = optax.join_schedules([warmup, after], [t.warmup_steps])
-    if t.optimizer == "adam":
-        opt = optax.adam(lr, b1=t.b1, b2=t.b2, eps=t.eps)
-    else:
-        opt = optax.adamw(lr, b1=t.b1, b2=t.b2, eps=t.eps, weight_decay=t.weight_decay)
-    chain = [optax.clip_by_global_norm(t.grad_clip)] if t.grad_clip > 0 else []
-    return optax.chain(*chain, opt)
 
 
 def create_train_state(config, model, optimizer, image_shape, frozen=None) -> TrainState:
@@ -247,7 +224,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
                        progress: bool = True) -> dict:
     """Train to config.train.num_steps in `workdir`, resuming from its newest checkpoint that restores.
 
-    Before anything loads or compiles, refuses config values no run can mean (`validation.validate_config`), a
+    Before anything loads or compiles, refuses config values no run can mean (`config_schema.validate_config`), a
     workdir that is a file or not writable, and a workdir another train process holds (`runs.lock_workdir`).
     Logs to workdir/metrics.jsonl and TensorBoard (workdir/tensorboard), writes EMA sample grids to
     workdir/samples/, checkpoints to workdir/checkpoints/ every config.train.checkpoint_every steps and at the
@@ -259,7 +236,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     `stop_after` ends the call after that many steps without a final checkpoint, as a crash would (for tests).
     Returns dict(step, metrics, state, steps_run, checkpoints=dict(written, skipped), ...).
     """
-    validation.validate_config(config)
+    config_schema.validate_config(config)
     runs.prepare_workdir(workdir)
     lead = parallel.is_lead_process()
     with runs.lock_workdir(workdir) if lead else contextlib.nullcontext():
@@ -510,7 +487,7 @@ def _write_samples(config, replicated, step, image_shape, workdir, codec=None):
     """EMA samples (every process takes part in sampling; a text model's are unconditional, of the empty prompt),
     decoded by `codec` for latent diffusion; the grid is written where workdir is given."""
     ema = parallel.unreplicate(replicated.ema_params)
-    images = configs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
+    images = runs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
     if codec is not None:
         images = codec.decode(images)
     if workdir is None:

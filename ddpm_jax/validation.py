@@ -1,6 +1,8 @@
-"""One home for checks of user-facing values: names from a fixed set, numbers in a range, whole configs.
+"""One home for checks of user-facing values: names from a fixed set, numbers in a range, labels, counts.
 
-The Python API and the CLI call these same functions, so both refuse the same values with the same message.
+The Python API and the CLI call these same functions, so both refuse the same values with the same message; a
+whole config is checked by `config_schema.validate_config`, made of these. This module sits at the bottom of the
+package's import graph: it imports none of the package's modules, so every module can use it.
 Values no run can mean are refused (ValueError naming the value and what is accepted) before anything is
 loaded or compiled; legal values that are rarely meant (a learning rate above 1, DDIM's eta above 1) give one
 `SuspiciousValueWarning` per process.
@@ -139,89 +141,3 @@ def check_sampler_settings(num_steps=None, eta=None) -> None:
         check_count("num_steps", num_steps)
     if eta is not None:
         check_eta(eta)
-
-
-def validate_config(config, *, training: bool = True) -> None:
-    """Refuse the config values no run can mean and warn once about suspicious ones, before anything loads or
-    compiles. `training=False` skips config.train (for sampling from a trained run)."""
-    # Imported here: these modules import this one for check_choice.
-    from ddpm_jax import configs, data, diffusion, losses, sampling, schedules, train
-
-    m, d, s = config.model, config.diffusion, config.sample
-    check_choice("model dtype (config.model.dtype)", m.get("dtype", "float32"), tuple(configs.DTYPES))
-    if m.get("num_classes", None) is not None:
-        check_count("config.model.num_classes", m.num_classes)
-    check_number("config.model.dropout", m.dropout, 0.0, 1.0, high_open=True)
-    check_count("config.diffusion.num_timesteps", d.num_timesteps)
-    check_choice("prediction (config.diffusion.prediction)", d.prediction, diffusion.PREDICTIONS)
-    check_choice("variance (config.diffusion.variance)", d.variance, diffusion.VARIANCES)
-    check_choice("loss type (config.diffusion.loss_type)", d.loss_type, losses.LOSS_TYPES)
-    check_choice("weighting (config.diffusion.weighting)", d.weighting, losses.WEIGHTINGS)
-    check_choice("sampler (config.sample.sampler)", s.sampler, sampling.SAMPLERS)
-    if s.get("spacing", None) is not None:
-        check_choice("spacing (config.sample.spacing)", s.spacing, schedules.SPACINGS)
-    check_sampler_settings(s.num_steps if s.sampler != "ancestral" else None, s.eta)
-    check_count("config.sample.num_images", s.num_images)
-    if s.get("per_device_batch", None) is not None:
-        check_count("config.sample.per_device_batch", s.per_device_batch)
-    if data.parse_source(config.data.source).kind == "series":
-        _validate_series(config)
-    if config.get("autoencoder", None) is not None:
-        a = config.autoencoder
-        for name in ("ch", "num_res_blocks", "latent_channels", "out_channels", "norm_groups"):
-            check_count(f"config.autoencoder.{name}", a[name])
-        check_number("config.autoencoder.kl_weight", a.kl_weight, 0.0)
-        if s.clip_denoised:
-            raise ValueError("latent diffusion samples latents, which are not confined to [-1, 1]: set "
-                             "config.sample.clip_denoised = False.")
-        if training:
-            _validate_train(configs.autoencoder_train_config(config), train)
-    if config.model.get("text", None) is not None:
-        text = config.model.text
-        for name in ("max_length", "width", "depth", "num_heads"):
-            check_count(f"config.model.text.{name}", text[name], 2 if name == "max_length" else 1)
-    if training:
-        _validate_train(config.train, train)
-
-
-def _validate_series(config) -> None:
-    """A series run: a window whose length the U-Net can halve, no image grids, no flips."""
-    window = config.data.get("window", None)
-    fields = ("context", "horizon", "test_size")
-    if window is None or set(window.keys()) != set(fields):
-        raise ValueError(f"a series source ({config.data.source!r}) needs config.data.window = dict(context=L, "
-                         f"horizon=H, test_size=S) (steps), got {None if window is None else window.to_dict()}.")
-    check_count("config.data.window.context", window.context, 2)
-    check_count("config.data.window.horizon", window.horizon)
-    check_count("config.data.window.test_size", window.test_size)
-    check_count("config.data.period", config.data.get("period", 0), 0)
-    halvings = len(config.model.ch_mult) - 1
-    width = window.context + window.horizon
-    if width % 2 ** halvings:
-        raise ValueError(f"the window, context + horizon = {window.context} + {window.horizon} = {width} steps, "
-                         f"cannot be halved {halvings} times by the U-Net (config.model.ch_mult = "
-                         f"{tuple(config.model.ch_mult)}): make it a multiple of {2 ** halvings}, or use fewer levels.")
-    if config.train.get("sample_every", 0) or config.data.random_flip:
-        raise ValueError("a series run draws no image grids and flips nothing: set config.train.sample_every = 0 and "
-                         "config.data.random_flip = False.")
-
-
-def _validate_train(t, train) -> None:
-    check_choice("optimizer (config.train.optimizer)", t.optimizer, train.OPTIMIZERS)
-    check_choice("lr schedule (config.train.lr_schedule)", t.lr_schedule, train.LR_SCHEDULES)
-    check_choice("config.train.checkpoint_if_busy", t.get("checkpoint_if_busy", "skip"), ("skip", "wait"))
-    for name in ("num_steps", "batch_size", "steps_per_call", "log_every", "checkpoint_every", "keep_checkpoints"):
-        check_count(f"config.train.{name}", t[name])
-    for name in ("warmup_steps", "sample_every"):
-        check_count(f"config.train.{name}", t[name], 0)
-    check_number("config.train.learning_rate", t.learning_rate, 0.0, low_open=True)
-    if t.learning_rate > 1:
-        warn_once(f"config.train.learning_rate = {t.learning_rate} is above 1: Adam moves every weight by up to "
-                  "the learning rate per step, so training will likely diverge (typical: 1e-4 .. 1e-3).")
-    for name in ("b1", "b2"):
-        check_number(f"config.train.{name}", t[name], 0.0, 1.0, high_open=True)
-    check_number("config.train.eps", t.eps, 0.0, low_open=True)
-    check_number("config.train.ema_decay", t.ema_decay, 0.0, 1.0)
-    check_number("config.train.label_dropout", t.get("label_dropout", 0.0), 0.0, 1.0, high_open=True)
-    for name in ("weight_decay", "grad_clip"):
-        check_number(f"config.train.{name}", t[name], 0.0)

@@ -29,7 +29,7 @@ Each case and where it is tested (this file unless named):
                                                  .... test_float_or_nan_pixels_in_an_npz
   20. labels outside the classes: `sample --labels 12` on a 10-class run, refused before the checkpoint loads
       or anything compiles ..................... test_labels_outside_the_classes_are_refused_before_loading;
-      the library (configs.sample), training data: test_faults.py::test_guidance_needs_a_class_conditional_model,
+      the library (runs.sample), training data: test_faults.py::test_guidance_needs_a_class_conditional_model,
       test_faults.py::test_labels_outside_the_models_classes_are_refused_when_the_data_loads
   21. a U-Net asked to halve 8x8 five times ..... test_unet_asked_to_halve_8x8_five_times,
                                                  test_unet.py::test_bad_image_size (the module)
@@ -88,7 +88,7 @@ def saved_configs(tmp_path_factory):
 def nothing_loads(monkeypatch):
     """Loading a run, sampling or evaluating fails the test: the error must come before."""
     monkeypatch.setattr(runs, "load_run", lambda *a, **k: pytest.fail("loaded the run"))
-    monkeypatch.setattr(configs, "sample", lambda *a, **k: pytest.fail("sampled"))
+    monkeypatch.setattr(runs, "sample", lambda *a, **k: pytest.fail("sampled"))
     monkeypatch.setattr(evaluate, "resolve_feature_network", lambda *a, **k: pytest.fail("loaded a feature net"))
 
 

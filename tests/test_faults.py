@@ -31,7 +31,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ddpm_jax import checkpoint, configs, runs, train, validation, viz
+from ddpm_jax import checkpoint, config_schema, configs, runs, train, validation, viz
 from ddpm_jax.__main__ import main
 from ddpm_jax.metrics import inception
 from test_train import _leaves_equal, interrupt, tiny_config
@@ -114,15 +114,15 @@ def test_cli_refuses_num_steps_zero(tmp_path, capsys):
 def test_suspicious_values_warn_once():
     config = tiny_config("--config.train.learning_rate=1.5")
     with pytest.warns(validation.SuspiciousValueWarning, match="learning_rate = 1.5 is above 1") as record:
-        validation.validate_config(config)
-        validation.validate_config(config)
+        config_schema.validate_config(config)
+        config_schema.validate_config(config)
     assert len(record) == 1
     with pytest.warns(validation.SuspiciousValueWarning, match="eta = 1.25 is above 1") as record:
-        configs.sampler_options(tiny_config(), "ddim", 5, None, 1.25)
-        configs.sampler_options(tiny_config(), "ddim", 5, None, 1.25)
+        runs.sampler_options(tiny_config(), "ddim", 5, None, 1.25)
+        runs.sampler_options(tiny_config(), "ddim", 5, None, 1.25)
     assert len(record) == 1
     with pytest.raises(ValueError, match=r"eta must be a number in \[0.0, inf\), got -0.5"):
-        configs.sampler_options(tiny_config(), "ddim", 5, None, -0.5)
+        runs.sampler_options(tiny_config(), "ddim", 5, None, -0.5)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -141,11 +141,11 @@ def test_bad_sample_arguments_are_refused_before_loading(monkeypatch, capsys, tm
 
 def test_guidance_needs_a_class_conditional_model(reference, capsys):
     with pytest.raises(ValueError, match="This model is unconditional .*use guidance scale 1"):
-        configs.sample(tiny_config(), None, jax.random.PRNGKey(0), 2, (8, 8, 1), guidance_scale=3.0)
-    with pytest.raises(ValueError, match=r"needs class labels.*Pass labels"):  # (configs.sample passes balanced)
+        runs.sample(tiny_config(), None, jax.random.PRNGKey(0), 2, (8, 8, 1), guidance_scale=3.0)
+    with pytest.raises(ValueError, match=r"needs class labels.*Pass labels"):  # (runs.sample passes balanced)
         validation.check_guidance(3.0, True, False)
     with pytest.raises(ValueError, match=r"sampling: labels must be in \[0, 10\)"):
-        configs.sample(tiny_config("--config.model.num_classes=10"), None, jax.random.PRNGKey(0), 2, (8, 8, 1),
+        runs.sample(tiny_config("--config.model.num_classes=10"), None, jax.random.PRNGKey(0), 2, (8, 8, 1),
                        labels=[3, 12])
     assert main(["sample", "--workdir", reference[0], "--num", "2", "--guidance-scale", "3"]) == 2
     assert "use guidance scale 1" in capsys.readouterr().err
@@ -441,5 +441,5 @@ def test_the_sample_commands_npz_never_appears_truncated(reference, tmp_path, mo
 def test_no_warning_for_ordinary_values():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        validation.validate_config(tiny_config())
-        configs.sampler_options(tiny_config(), "ddim", 5, None, 1.0)
+        config_schema.validate_config(tiny_config())
+        runs.sampler_options(tiny_config(), "ddim", 5, None, 1.0)

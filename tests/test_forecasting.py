@@ -12,7 +12,7 @@ import pytest
 from scipy import integrate, stats
 
 from ddpm_jax import __main__ as cli
-from ddpm_jax import configs, data, forecasting, functional, losses, sampling, schedules, series, train, validation
+from ddpm_jax import config_schema, configs, data, forecasting, functional, losses, runs, sampling, schedules, series, train
 from ddpm_jax.models import unet, unet1d
 
 B, L, C = 2, 16, 2
@@ -174,7 +174,7 @@ def test_bad_series_and_windows(tmp_path):
                                  ["--config.data.window.context=3", "--config.data.window.horizon=2"])
     with pytest.raises(ValueError, match=r"context \+ horizon = 3 \+ 2 = 5 steps, cannot be halved 2 times by the "
                                          r"U-Net.*multiple of 4"):
-        validation.validate_config(config)
+        config_schema.validate_config(config)
 
 
 # ----- end to end: train a few steps on a series, forecast from the CLI
@@ -218,7 +218,7 @@ def test_forecast_refuses_an_image_run_and_bad_arguments(series_run, tmp_path, c
     assert "give a path ending in .npz" in capsys.readouterr().err
     config = configs.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments", "digits.py"))
     with pytest.raises(ValueError, match="forecast needs a run trained on a series"):
-        configs.forecast(config, None, jax.random.key(0), 4)
+        runs.forecast(config, None, jax.random.key(0), 4)
     for command in ("sample", "evaluate"):  # and the image commands refuse a series run, naming `forecast`
         assert cli.main([command, "--workdir", workdir]) == 2
         err = capsys.readouterr().err

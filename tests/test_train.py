@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import mock_tfds_array_record
-from ddpm_jax import checkpoint, configs, data, train
+from ddpm_jax import checkpoint, configs, data, runs, train
 
 TINY = [
     "--config.model.ch=32", "--config.model.ch_mult=(1,)", "--config.model.num_res_blocks=1",
@@ -171,16 +171,16 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
     params = jax.tree_util.tree_unflatten(tree, [x + n.astype(x.dtype) for x, n in zip(leaves, noise)])
     assert params["params"]["label_emb"]["embedding"].shape == (11, 128)  # 10 classes + the null label
     labels = np.arange(6) % 10
-    guided = configs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels,
+    guided = runs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels,
                             guidance_scale=3.0)
-    plain = configs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels)
+    plain = runs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels)
     assert guided.shape == (6, 8, 8, 1) and np.all(np.isfinite(guided))
     assert np.abs(guided - plain).mean() > 1e-2 * np.abs(plain).mean()
     # Without labels a conditional model samples balanced classes (i mod 10), as with those labels given.
-    balanced = configs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3)
+    balanced = runs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3)
     np.testing.assert_array_equal(balanced, plain)
     with pytest.raises(ValueError, match="unconditional"):
-        configs.sample(tiny_config(), params, jax.random.PRNGKey(0), 2, (8, 8, 1), labels=[1, 2])
+        runs.sample(tiny_config(), params, jax.random.PRNGKey(0), 2, (8, 8, 1), labels=[1, 2])
 
 
 def test_plots_command(reference_run, tmp_path):

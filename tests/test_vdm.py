@@ -15,7 +15,7 @@ import pytest
 from jax.tree_util import Partial
 from scipy import special
 
-from ddpm_jax import configs, data, diffusion, likelihood, sampling, schedules, train, vdm
+from ddpm_jax import configs, data, diffusion, likelihood, runs, sampling, schedules, train, vdm
 from ddpm_jax.models import unet
 
 _CONFIG = os.path.join(os.path.dirname(__file__), "..", "experiments", "digits_vdm.py")
@@ -463,7 +463,7 @@ def test_tiny_vdm_trains_through_train_and_evaluate(tiny_run):
     model = configs.create_model(config)
     np.testing.assert_array_equal(sched.alphas_cumprod, vdm.sampling_schedule(model, ema).alphas_cumprod)
     for sampler in ("ddim", "dpm++2m"):
-        images = configs.sample(config, ema, jax.random.PRNGKey(0), 8, (8, 8, 1), sampler=sampler, num_steps=5)
+        images = runs.sample(config, ema, jax.random.PRNGKey(0), 8, (8, 8, 1), sampler=sampler, num_steps=5)
         assert images.shape == (8, 8, 8, 1) and np.all(np.isfinite(images))
 
 
