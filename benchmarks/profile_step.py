@@ -111,7 +111,7 @@ def main(argv=None):
     rs = np.random.RandomState(0)
     if args.what == "train":
         devices = tuple(jax.local_devices())
-        fn = train._compiled_steps(train._step_config_json(config), devices, 1)
+        fn = train.make_train_step(config, devices)
         carry = [parallel.replicate(state, devices)]
         batch = dict(image=rs.uniform(-1, 1, (len(devices), 1, B // len(devices)) + shape).astype(np.float32))
         compiled = fn.lower(carry[0], batch).compile()

@@ -66,9 +66,8 @@ def measure(model_name, batch, sample_batch, steps, dtype="float32", donate=True
     model = configs.create_model(config)
     state = train.create_train_state(config, model, train.create_optimizer(config), shape)
     devices = tuple(jax.local_devices())
-    step_config = train._step_config_json(config)
     if donate:
-        fn = train._compiled_steps(step_config, devices, 1)
+        fn = train.make_train_step(config, devices)
     else:
         import functools
 

@@ -7,7 +7,7 @@
 Models (benchmarks/common.py MODELS): the digits experiment (8x8x1), the MNIST experiment (28x28x1) and Ho et
 al.'s 35.7M CIFAR-10 model (32x32x3). For each, in its own subprocess (so peak RSS is its own):
 
-* training: the library's own compiled step (`train._compiled_steps`, steps_per_call=1: pmap over the local
+* training: the library's own compiled step (`train.make_train_step`, steps_per_call=1: pmap over the local
   devices, loss, grad, clip, Adam, EMA), on a fixed random batch (the input pipeline is not timed). Compile time
   (lower + compile, AOT) is reported apart from the steady-state ms/step (median of the timed steps).
 * sampling: `sampling.ddim_sample` (50 steps) and `sampling.ancestral_sample` (1000 steps), jitted as a user
@@ -174,7 +174,7 @@ def run_model(name: str, s: dict) -> dict:
         devices = tuple(jax.local_devices())
         if B % len(devices):
             raise SystemExit(f"batch {B} does not divide over {len(devices)} devices")
-        step_fn = train._compiled_steps(train._step_config_json(config), devices, 1)
+        step_fn = train.make_train_step(config, devices)
         replicated = parallel.replicate(state, devices)
         del state
         rs = np.random.RandomState(0)

@@ -17,7 +17,7 @@ stride-2 downsampling (downsample_padding=0), the same dropout. For the CIFAR-10
 
 Work per training step, on both sides: draw t ~ U{0..999} and eps ~ N(0, I), x_t = q_sample(x0, t, eps),
 eps-prediction MSE, backward, clip the global gradient norm at 1, Adam (lr 2e-4, b 0.9/0.999, eps 1e-8), EMA
-of the params. Ours is the library's own compiled step (`train._compiled_steps`); theirs is the usual eager
+of the params. Ours is the library's own compiled step (`train.make_train_step`); theirs is the usual eager
 loop. Sampling: DDIM with 50 steps, eta 0, clipped x0, on the DDIM paper's timesteps (0, 20, ..., 980) with
 the last step to alpha_bar = 1: ours `sampling.ddim_sample`, theirs diffusers' `DDIMScheduler` (leading spacing,
 set_alpha_to_one=True) around the UNet2DModel under torch.inference_mode(). For the big model, `--sample-steps`
@@ -88,7 +88,7 @@ class JaxSide:
         state = train.create_train_state(config, model, train.create_optimizer(config), shape)
         self.params_count = count_params(state.params)
         devices = tuple(jax.local_devices())
-        step = train._compiled_steps(train._step_config_json(config), devices, 1)
+        step = train.make_train_step(config, devices)
         self.state = parallel.replicate(state, devices)
         rs = np.random.RandomState(0)
         self.batch = dict(image=rs.uniform(-1, 1, (len(devices), 1, batch // len(devices)) + shape)

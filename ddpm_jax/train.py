@@ -449,6 +449,14 @@ def _step_config_json(config) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def make_train_step(config: ml_collections.ConfigDict, devices=None, steps: int = 1):
+    """The compiled train step of `config` as training runs it: pmap over `devices` (default: all devices, of all
+    processes) of `steps` optimizer steps per call, (replicated TrainState, batches [devices, steps, B_dev, ...])
+    -> (state, metrics); the state is donated. Compiled once per process for equal settings (fields that do not
+    enter the step, such as logging and checkpoint intervals, do not count)."""
+    return _compiled_steps(_step_config_json(config), parallel.pmap_devices(devices), steps)
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
     """The pmapped `steps`-step function for a config (as `_step_config_json`), compiled once per process."""

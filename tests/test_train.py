@@ -206,7 +206,7 @@ def test_mixed_precision_and_remat_steps_match_float32():
         config = tiny_config(*extra)
         model = configs.create_model(config)
         state = train.create_train_state(config, model, train.create_optimizer(config), (8, 8, 1))
-        step = train._compiled_steps(train._step_config_json(config), devices, 1)
+        step = train.make_train_step(config, devices)
         replicated, losses = parallel.replicate(state, devices), []
         for _ in range(3):
             replicated, metrics = step(replicated, batch)
@@ -226,6 +226,15 @@ def test_mixed_precision_and_remat_steps_match_float32():
     assert all(p.dtype == np.float32 for p in jax.tree_util.tree_leaves(params16))
     assert losses16[2] != losses32[2] and losses16[2] == pytest.approx(losses32[2], rel=2e-2)
     assert delta16 @ delta32 / np.linalg.norm(delta16) / np.linalg.norm(delta32) > 0.9   # the same updates
+
+
+def test_make_train_step_is_shared_across_fields_outside_the_step():
+    devices = tuple(jax.local_devices()[:1])
+    step = train.make_train_step(tiny_config(), devices)
+    assert train.make_train_step(tiny_config("--config.train.log_every=7", "--config.train.checkpoint_every=3"),
+                                 devices) is step  # one compile
+    assert train.make_train_step(tiny_config("--config.train.learning_rate=0.5"), devices) is not step
+    assert train.make_train_step(tiny_config(), devices, steps=2) is not step
 
 
 def test_two_steps_on_an_image_folder(tmp_path, monkeypatch):
