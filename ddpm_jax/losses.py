@@ -10,7 +10,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from ddpm_jax import diffusion
+from ddpm_jax import diffusion, processes
 from ddpm_jax.diffusion import mean_flat
 from ddpm_jax.validation import check_choice
 from ddpm_jax.keys import example_keys, per_example
@@ -48,12 +48,12 @@ def mse_weight(sched: Schedule, t, prediction: str, weighting: str, *, min_snr_g
 
 def training_losses(
     model_fn,
-    sched: Schedule,
+    sched: Schedule | processes.Process,
     x0,
     t,
     noise,
     *,
-    prediction: str = "eps",
+    prediction: str | None = None,
     variance: str = "fixed_small",
     loss_type: str = "mse",
     weighting: str = "none",
@@ -69,7 +69,17 @@ def training_losses(
     "hybrid": L_simple + lambda * L_vlb with the predicted mean stopped in L_vlb, so the VLB trains only the
       learned variance (ND eq. 16, lambda = 0.001; this equals their code's RESCALED_MSE loss).
     `learned_range` trains its variance only through a VLB: it needs "kl" or "hybrid"; "hybrid" needs it.
+    prediction None: "eps" for a Schedule, "velocity" for a process.
+
+    `sched` may be a continuous process (`processes`): then t is float32 [B] (rectified flow: t in [0, 1]; EDM:
+    sigma), x_t = alpha(t) x0 + sigma(t) noise, and the loss is the unweighted "mse" on the target of
+    `prediction` ("eps", "x0", "v" or "velocity", `processes.prediction_target`), mean over all but axis 0:
+    dict(loss [B], mse [B]). (EDM's own weighted loss: `edm_loss`.)
     """
+    if processes.is_process(sched):
+        return _process_mse(model_fn, sched, x0, t, noise, "velocity" if prediction is None else prediction,
+                            variance=variance, loss_type=loss_type, weighting=weighting)
+    prediction = "eps" if prediction is None else prediction
     check_choice("loss_type", loss_type, LOSS_TYPES)
     check_choice("variance", variance, diffusion.VARIANCES)
     if variance == "learned_range" and loss_type == "mse":
@@ -100,6 +110,34 @@ def training_losses(
     frozen = jnp.concatenate([jax.lax.stop_gradient(pred), var_values], axis=-1)
     vlb = T * diffusion.vlb_term_bpd(sched, frozen, x0, x_t, t, **vlb_options)
     return dict(loss=mse + hybrid_lambda * vlb, mse=mse, vlb=vlb)
+
+
+def _process_mse(model_fn, proc, x0, t, noise, prediction: str, *, variance: str, loss_type: str, weighting: str):
+    """`training_losses` on a continuous process: mean_flat((target - model_fn(x_t, t))^2), [B]."""
+    for name, value, only in (("variance", variance, "fixed_small"), ("loss_type", loss_type, "mse"),
+                              ("weighting", weighting, "none")):
+        if value != only:
+            raise ValueError(f"{name}={value!r} belongs to the discrete process of a Schedule; on a continuous "
+                             f"process training_losses takes {name}={only!r} (EDM's weighting: losses.edm_loss).")
+    target = processes.prediction_target(proc, x0, noise, t, prediction)
+    pred = diffusion.prediction_channels(model_fn(proc.sample(x0, t, noise), t), x0)
+    mse = mean_flat((target - pred) ** 2)
+    return dict(loss=mse, mse=mse)
+
+
+def edm_loss(denoiser_fn, proc: processes.EDM, x0, sigma, noise):
+    """EDM's loss (Karras et al. 2022, eq. 2 with table 1's weight; EDM's loss.py EDMLoss) at given sigma:
+    lambda(sigma) mean_flat((D(x0 + sigma noise, sigma) - x0)^2) with lambda = (sigma^2 + sigma_data^2) /
+    (sigma sigma_data)^2, for the preconditioned denoiser D = `processes.edm_precondition(raw_fn,
+    proc.sigma_data)` (an x0 model). x0, noise [B, ...]; sigma float32 [B] (e.g. proc.sample_t, log-normal).
+    Returns dict(loss [B], mse [B]) with mse the unweighted mean_flat((D - x0)^2). Where D is the
+    preconditioned model, loss = mean_flat((F - target)^2) of the raw network F (lambda c_out^2 = 1).
+    """
+    if not isinstance(proc, processes.EDM):
+        raise ValueError(f"edm_loss weights EDM's process (processes.edm()); got {type(proc).__name__}.")
+    denoised = denoiser_fn(proc.sample(x0, sigma, noise), sigma)
+    mse = mean_flat((denoised - x0) ** 2)
+    return dict(loss=processes.edm_loss_weight(sigma, proc.sigma_data) * mse, mse=mse)
 
 
 # ---------------------------------------------------------------- timestep sampling

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-from ddpm_jax import diffusion, functional, parallel, schedules, solvers
+from ddpm_jax import diffusion, functional, parallel, processes, schedules, solvers
 from ddpm_jax.keys import example_keys
 from ddpm_jax.diffusion import PREDICTIONS, VARIANCES
 from ddpm_jax.reverse_loop import (Trajectory, initial_noise, known_pixels, per_sample_normal,  # noqa: F401
@@ -37,8 +37,12 @@ def sampler_timesteps(sched: Schedule, sampler: str, num_steps: int | None = Non
 
     All T, from T - 1 to 0, for "ancestral". num_steps None: DEFAULT_NUM_STEPS; spacing None: the sampler's own
     default ("leading" for DDIM, `solvers.DEFAULT_SPACING` for the solvers). Needs a concrete Schedule.
+    For a continuous process (`processes`): its float times `proc.levels(num_steps)`, [N + 1] ending at 0.
     """
     check_choice("sampler", sampler, SAMPLERS)
+    if processes.is_process(sched):
+        _check_process_sampler(sched, sampler, spacing)
+        return tuple(float(t) for t in sched.levels(DEFAULT_NUM_STEPS[sampler] if num_steps is None else num_steps))
     if spacing is not None:
         check_choice("spacing", spacing, schedules.SPACINGS)
     if sampler == "ancestral":
@@ -49,6 +53,20 @@ def sampler_timesteps(sched: Schedule, sampler: str, num_steps: int | None = Non
         return tuple(range(sched.num_timesteps - 1, -1, -1))
     num_steps, spacing = step_defaults(sampler, num_steps, spacing)
     return tuple(int(t) for t in schedules.spaced_timesteps(sched, num_steps, spacing))
+
+
+def _check_process_sampler(proc, sampler: str, spacing: str | None = None) -> None:
+    """ValueError for "ancestral" or a spacing on a continuous process."""
+    check_choice("sampler", sampler, SAMPLERS)
+    if sampler == "ancestral":
+        raise ValueError(
+            f"sampler 'ancestral' (Ho et al. alg. 2) samples the discrete VP process of a Schedule; a continuous "
+            f"process ({type(proc).__name__}) takes 'ddim' (with eta > 0 for stochastic steps), 'dpm++2m-sde' or an "
+            f"ODE solver: {', '.join(solvers.PROCESS_SOLVERS)}."
+        )
+    if spacing is not None:
+        raise ValueError(f"spacing {spacing!r} picks a Schedule's timesteps; a process has its own levels "
+                         "(proc.levels(num_steps)): pass float `timesteps` to choose others.")
 
 
 def check_known(known, shape):
@@ -74,7 +92,7 @@ def step_defaults(sampler: str, num_steps: int | None = None, spacing: str | Non
 
 def sample(
     model_fn: Callable,
-    sched: Schedule,
+    sched: Schedule | processes.Process,
     rng,
     shape,
     *,
@@ -102,10 +120,23 @@ def sample(
       in the variance-preserving coordinates of `q_sample`; drawn per sample from fold_in(rng, first_index + i)
       if None. model_fn(x_t, t) is called with int32 t [B] at the visited timesteps only.
     known: (images, mask) for inpainting (mask 1 = generate, 0 = keep; see `editing.inpaint`).
+
+    `sched` may also be a continuous process (`processes.rectified_flow()`, `edm()`, `vdm(gamma_fn)`): then
+    every sampler but "ancestral" runs over `proc.levels(num_steps)` (or float `timesteps` [N + 1] ending at 0;
+    no spacing), model_fn(x_t, t) gets float32 t [B] as it is, `prediction` may also be "velocity", and x_T is
+    the state at the first level, sigma(t_0) z if drawn (see `solvers.solve`).
     """
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta is DDIM's stochasticity (0 = deterministic); sampler {sampler!r} takes none, "
                          f"got eta={eta}.")
+    if processes.is_process(sched):
+        _check_process_sampler(sched, sampler, spacing)
+        if timesteps is None:
+            timesteps = sampler_timesteps(sched, sampler, num_steps)
+        return solvers.solve(
+            model_fn, sched, rng, shape, solver=sampler, timesteps=timesteps, prediction=prediction,
+            clip_denoised=clip_denoised, x_T=x_T, first_index=first_index, trajectory_steps=trajectory_steps,
+            known=None if known is None else check_known(known, shape), eta=eta)
     if timesteps is None:
         timesteps = sampler_timesteps(sched, sampler, num_steps, spacing)
     else:

@@ -36,6 +36,10 @@ Every solver's last step goes from the last visited level to sigma = 0 as a firs
 data prediction D(x, t_{N-1}). The model is only ever called as model_fn(x_t, t) at the visited int32 timesteps
 (Heun's second evaluation is at the next visited level), so no solver needs a level between two timesteps.
 
+On a continuous process (`processes`: rectified flow, EDM, VDM's gamma) the same step functions run over
+`processes.solver_levels` at float times, the model called at those times (`solve`'s notes); the forms that divide
+by alpha (Euler, Heun) or are singular where alpha = 0 have finite forms there (section "continuous processes").
+
 Randomness as in `sampling`: sample i of a call draws from fold_in(rng, first_index + i), its x_T from
 fold_in(that, T) and the SDE's step noise z_i from fold_in(that, t_i). Pass `model_fn` as a
 `jax.tree_util.Partial` (`functional.bind`) so a solver compiles once per shape and setting, whatever the params.
@@ -50,7 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import diffusion, functional
+from ddpm_jax import diffusion, functional, processes
 from ddpm_jax.diffusion import PREDICTIONS
 from ddpm_jax.keys import example_keys
 from ddpm_jax.reverse_loop import initial_noise, known_pixels, per_sample_normal, reverse_loop
@@ -75,13 +79,15 @@ def nfe(solver: str, num_steps: int) -> int:
 # ---------------------------------------------------------------- shared helpers
 
 
-def _denoiser(model_fn, sched: Schedule, lv: Levels, prediction: str, clip_denoised: bool):
-    """D(x, i): the model's x_0 prediction at visited level i, x in VP coordinates [B, ...]."""
+def _denoiser(model_fn, x0_and_eps, lv: Levels, prediction: str, clip_denoised: bool):
+    """D(x, i): the model's x_0 prediction at visited level i, x [B, ...]: model_fn(x, t) at t = lv.t[i] [B] (int32
+    timesteps of a Schedule, float32 times of a process), converted by x0_and_eps(output, x, t, prediction, clip)
+    (`diffusion.x0_and_eps` or `processes.x0_and_eps` with the schedule or process bound)."""
 
     def denoise(x, i):
-        t = jnp.full((x.shape[0],), lv.t[i], jnp.int32)
+        t = jnp.full((x.shape[0],), lv.t[i], lv.t.dtype)
         pred = diffusion.prediction_channels(model_fn(x, t), x)
-        return diffusion.x0_and_eps(sched, pred, x, t, prediction, clip_denoised)[0]
+        return x0_and_eps(pred, x, t, prediction, clip_denoised)[0]
 
     return denoise
 
@@ -196,7 +202,18 @@ def _dpmpp_2m_sde(denoise, lv, x_T, draw, loop):
     return loop(step, x_T, history=jnp.zeros_like(x_T))
 
 
-def _unipc(denoise, lv, x_T, draw, loop):
+def _unipc_rho(b1, b2, rk):
+    """UniC-2's (rho0, rho1) solving [[1, 1], [rk, 1]] rho = (b1, b2), as diffusers writes it."""
+    return (b1 - b2) / (1.0 - rk), (b2 - rk * b1) / (1.0 - rk)
+
+
+def _unipc_rho_limit(b1, b2, rk):
+    """The same rho written rho1 = b1 + (b2 - b1) / (1 - rk): finite as rk -> -inf (a history level with
+    lambda = -inf, rectified flow's t = 1), where it tends to (0, b1). Used on continuous processes only."""
+    return (b1 - b2) / (1.0 - rk), b1 + (b2 - b1) / (1.0 - rk)
+
+
+def _unipc(denoise, lv, x_T, draw, loop, rho=_unipc_rho):
     """UniPC-2 with B(h) = e^h - 1 (bh2), data prediction: UniC at the new level, then UniP to the next one."""
     predictor, corrector = (jnp.asarray(o) for o in _unipc_orders(lv.t.shape[0] - 1))
 
@@ -219,7 +236,7 @@ def _unipc(denoise, lv, x_T, draw, loop):
             rk = (lv.lambda_[i - 2] - lv.lambda_[i - 1]) / -hh
             b1 = (phi / hh - 1.0) / phi
             b2 = 2.0 * ((phi / hh - 1.0) / hh - 0.5) / phi
-            rho0, rho1 = (b1 - b2) / (1.0 - rk), (b2 - rk * b1) / (1.0 - rk)  # [[1, 1], [rk, 1]] rho = b
+            rho0, rho1 = rho(b1, b2, rk)
             return x_base - lv.alpha[i] * phi * (rho0 * (m2 - m1) / rk + rho1 * (m0 - m1))
 
         x = jax.lax.switch(corrector[i], [no_correction, correct_1, correct_2], None)
@@ -250,6 +267,106 @@ _SOLVER_FNS = {
 }
 
 
+# ---------------------------------------------------------------- continuous processes
+#
+# The same solvers over `processes.solver_levels`: x_t = alpha(t) x_0 + sigma(t) eps with any alpha, sigma (not
+# only alpha^2 + sigma^2 = 1), so alpha may be 0 at the first level (rectified flow at t = 1: lambda = -inf,
+# sigma_ve = inf). The multistep solvers are written in (alpha, sigma, lambda) and hold for any such process
+# (Lu et al. 2022 derive them so); at lambda_0 = -inf their first step is e^{-h} = 0, the exact DDIM step, and the
+# history terms weighted by 1 / r with r = inf vanish. UniC-2's rho is written in its finite limit form there
+# (`_unipc_rho_limit`). Euler and Heun, which work in y = x / alpha, are written without dividing by alpha:
+
+
+def _ddim_update(lv, i, x, x0, eta=None, z=None):
+    """DDIM from level i to i + 1 for any alpha, sigma (Song et al. 2021, eqs. 12 and 16):
+    x' = alpha' D + sqrt(sigma'^2 - c^2) eps + c z, eps = (x - alpha D) / sigma, c = eta sigma' sqrt(1 - e^{-2h}).
+
+    eta None is the deterministic step x' = alpha' D + sigma' (x - alpha D) / sigma, EDM's Euler step in
+    y = x / alpha written so that it is finite at alpha = 0 (for VP processes c is DDIM's eq. 16 sigma)."""
+    eps = (x - lv.alpha[i] * x0) / lv.sigma[i]
+    if eta is None:
+        return lv.alpha[i + 1] * x0 + lv.sigma[i + 1] * eps
+    q = -jnp.expm1(-2.0 * (lv.lambda_[i + 1] - lv.lambda_[i]))  # 1 - e^{-2h}, 1 where alpha_i = 0 or sigma' = 0
+    direction = lv.sigma[i + 1] * jnp.sqrt(jnp.maximum(1.0 - eta**2 * q, 0.0))
+    return lv.alpha[i + 1] * x0 + direction * eps + eta * lv.sigma[i + 1] * jnp.sqrt(q) * z
+
+
+def _ddim_process(denoise, lv, x_T, draw, loop, eta=None):
+    """"euler" (eta None) and "ddim" on a process: `_ddim_update` at every step. On rectified flow the Euler step
+    is the flow-matching one, x_{t'} = x_t + (t' - t) u with u = eps - D (the same in exact arithmetic)."""
+
+    def step(x, i):
+        x0 = denoise(x, i)
+        return _ddim_update(lv, i, x, x0, eta, None if eta is None else draw(i)), x0
+
+    return loop(step, x_T)
+
+
+def _heun_process(denoise, lv, x_T, draw, loop, proc):
+    """Heun in the process's time t (EDM alg. 1 with its sigma(t) = t generalized): the Euler step x_e
+    (`_ddim_update`), then x' = x + (t' - t) (u(x, t) + u(x_e, t')) / 2 with the probability-flow velocity
+    u = alpha'(t) D + sigma'(t) eps; an Euler step to sigma = 0. On EDM (alpha = 1) this is EDM's Heun, on
+    rectified flow Heun's method on dx/dt = eps - D; both finite at alpha = 0."""
+
+    def velocity(x, x0, i):
+        t = jnp.full(x.shape[:1], lv.t[i], jnp.float32)
+        return processes.velocity(proc, x0, (x - lv.alpha[i] * x0) / lv.sigma[i], t)
+
+    def step(x, i):
+        x0 = denoise(x, i)
+        x_euler = _ddim_update(lv, i, x, x0)
+
+        def correct(_):
+            u_next = velocity(x_euler, denoise(x_euler, i + 1), i + 1)
+            return x + 0.5 * (lv.t[i + 1] - lv.t[i]) * (velocity(x, x0, i) + u_next)
+
+        return jax.lax.cond(lv.sigma[i + 1] > 0, correct, lambda _: x_euler, None), x0
+
+    return loop(step, x_T)
+
+
+PROCESS_SOLVERS = ("ddim",) + SOLVERS
+PROCESS_STOCHASTIC = ("ddim",) + STOCHASTIC
+
+
+def _process_solver(solver: str, proc, eta):
+    if solver == "euler":
+        return _ddim_process
+    if solver == "ddim":
+        return functools.partial(_ddim_process, eta=eta)
+    if solver == "heun":
+        return functools.partial(_heun_process, proc=proc)
+    if solver == "unipc":
+        return functools.partial(_unipc, rho=_unipc_rho_limit)
+    return _SOLVER_FNS[solver]
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("shape", "solver", "times", "prediction", "clip_denoised", "trajectory_steps"),
+)
+def _solve_process(
+    model_fn, proc, rng, x_T, first_index, noise, known, eta, shape, solver, times, prediction, clip_denoised,
+    trajectory_steps,
+):
+    ts = np.asarray(times, np.float32)
+    num_steps = len(ts) - 1
+    keys = example_keys(rng, shape[0], first_index)
+    lv = processes.solver_levels(proc, ts)
+
+    def draw(i):
+        return per_sample_normal(keys, i + 1, shape) if noise is None else noise[i]
+
+    project = None if known is None else known_pixels(known, keys, lv.alpha, lv.sigma, num_steps)
+    loop = functools.partial(reverse_loop, ts=ts[:-1], trajectory_steps=trajectory_steps, project=project)
+    denoise = _denoiser(model_fn, functools.partial(processes.x0_and_eps, proc), lv, prediction, clip_denoised)
+    if x_T is None:
+        x_init = lv.sigma[0] * per_sample_normal(keys, 0, shape)
+    else:
+        x_init = initial_noise(keys, x_T, shape, 0)
+    return _process_solver(solver, proc, eta)(denoise, lv, x_init, draw, loop)
+
+
 # ---------------------------------------------------------------- public entry
 
 
@@ -270,7 +387,7 @@ def _solve(
 
     project = None if known is None else known_pixels(known, keys, lv.alpha, lv.sigma, sched.num_timesteps)
     loop = functools.partial(reverse_loop, ts=ts, trajectory_steps=trajectory_steps, project=project)
-    denoise = _denoiser(model_fn, sched, lv, prediction, clip_denoised)
+    denoise = _denoiser(model_fn, functools.partial(diffusion.x0_and_eps, sched), lv, prediction, clip_denoised)
     x_init = initial_noise(keys, x_T, shape, sched.num_timesteps)
     return _SOLVER_FNS[solver](denoise, lv, x_init, draw, loop)
 
@@ -294,9 +411,23 @@ def check_timesteps(timesteps, num_timesteps: int) -> np.ndarray:
     return ts.astype(np.int32)
 
 
+def _check_noise(noise, solver: str, stochastic: tuple, num_steps: int, shape: tuple):
+    """`noise` as float32 [N, B, ...] (or None); ValueError for a deterministic solver or another shape."""
+    if noise is None:
+        return None
+    if solver not in stochastic:
+        raise ValueError(
+            f"noise is only used by the stochastic solvers ({', '.join(stochastic)}); solver is {solver!r}."
+        )
+    noise = jnp.asarray(noise, jnp.float32)
+    if noise.shape != (num_steps,) + shape:
+        raise ValueError(f"noise has shape {noise.shape}; expected {(num_steps,) + shape} (one draw per step).")
+    return noise
+
+
 def solve(
     model_fn: Callable,
-    sched: Schedule,
+    sched: Schedule | processes.Process,
     rng,
     shape,
     *,
@@ -309,8 +440,11 @@ def solve(
     trajectory_steps: int = 0,
     noise=None,
     known=None,
+    eta: float = 0.0,
 ):
     """Sample with `solver` over `timesteps`, then a last step to t = -1 (alpha_bar = 1).
+
+    `sched` may also be a continuous process (`processes`); the differences are listed after Returns.
 
     Args:
       model_fn: model_fn(x_t [B, ...], t int32 [B]) -> eps, x0 or v [B, ...] (or 2C channels: the learned
@@ -331,19 +465,37 @@ def solve(
         pixels with mask 0 are replaced by the images noised to the new level (`reverse_loop.known_pixels`).
     Returns:
       x_0 float32 [B, ...], or (x_0, Trajectory) when trajectory_steps > 0.
+
+    On a continuous process `processes.Process`:
+      model_fn: model_fn(x_t [B, ...], t float32 [B]) is called at the visited levels as they are (EDM: t is
+        sigma; preconditioning belongs to the model, `processes.edm_precondition`).
+      solver: one of PROCESS_SOLVERS: "ddim" (with `eta`, DDIM's eq. 16 noise) or any of SOLVERS ("euler" is
+        "ddim" with eta 0).
+      timesteps: float [N + 1], strictly decreasing from at most proc.t_max to 0 (the clean end), e.g.
+        `proc.levels(N)`; each (N, values) compiles once. The trajectory's t are these float32 times.
+      prediction: "eps", "x0", "v" or "velocity" (`processes.PREDICTIONS`); "eps" is refused where alpha = 0 at
+        a visited level (rectified flow's t = 1).
+      x_T: the state [B, ...] at timesteps[0]; drawn per sample as sigma(t_0) z if None, z from
+        fold_in(fold_in(rng, first_index + i), 0) (rectified flow: x_T = z; EDM: sigma_max z, Karras et al.'s
+        prior). Step i's noise (ddim with eta > 0, dpm++2m-sde) is drawn from fold_in(that, i + 1).
     """
+    shape = tuple(int(d) for d in shape)
+    if processes.is_process(sched):
+        check_choice("solver", solver, PROCESS_SOLVERS)
+        ts = processes.check_times(sched, timesteps)
+        processes.check_prediction(sched, prediction, ts[:-1])
+        noise = _check_noise(noise, solver, PROCESS_STOCHASTIC, len(ts) - 1, shape)
+        x, trajectory = _solve_process(
+            functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), noise, known, jnp.float32(eta),
+            shape, solver, tuple(float(t) for t in ts), prediction, bool(clip_denoised), int(trajectory_steps),
+        )
+        return (x, trajectory) if trajectory_steps else x
     check_choice("solver", solver, SOLVERS)
     check_choice("prediction", prediction, PREDICTIONS)
+    if eta != 0:
+        raise ValueError(f"eta is DDIM's stochasticity; the solvers of a Schedule take none, got eta={eta}.")
     ts = check_timesteps(timesteps, sched.num_timesteps)
-    shape = tuple(int(d) for d in shape)
-    if noise is not None:
-        if solver not in STOCHASTIC:
-            raise ValueError(
-                f"noise is only used by the stochastic solvers ({', '.join(STOCHASTIC)}); solver is {solver!r}."
-            )
-        noise = jnp.asarray(noise, jnp.float32)
-        if noise.shape != (len(ts),) + shape:
-            raise ValueError(f"noise has shape {noise.shape}; expected {(len(ts),) + shape} (one draw per step).")
+    noise = _check_noise(noise, solver, STOCHASTIC, len(ts), shape)
     x, trajectory = _solve(
         functional.as_pytree(model_fn), sched, rng, x_T, jnp.int32(first_index), noise, known, shape, solver,
         tuple(int(t) for t in ts), prediction, bool(clip_denoised), int(trajectory_steps),
