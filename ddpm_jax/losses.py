@@ -202,7 +202,7 @@ def sample_timesteps(keys, num_timesteps: int, importance: ImportanceState | Non
 
 
 def training_loss(
-    model_fn, sched: Schedule, x0, rng, *, first_index=0, importance: ImportanceState | None = None,
+    model_fn, sched: Schedule | processes.Process, x0, rng, *, first_index=0, importance: ImportanceState | None = None,
     **loss_options,
 ):
     """The scalar training loss and its parts: (loss, aux) with aux = dict(per-example terms [B], t [B]).
@@ -210,10 +210,18 @@ def training_loss(
     Example i draws its t (uniform, or from `importance`) and noise from fold_in(rng, first_index + i), so a
     global batch gives the same draws however it is split over devices. `loss_options` go to
     `training_losses`; loss = mean over the batch of importance weight * per-example loss.
+    On a continuous process t is float32 [B] from `proc.sample_t` (no importance sampling; weights 1).
     """
     keys = example_keys(rng, x0.shape[0], first_index)
     t_keys, noise_keys = jnp.moveaxis(per_example(lambda k: jax.random.split(k), keys), 1, 0)
-    t, weights = sample_timesteps(t_keys, sched.num_timesteps, importance)
+    if processes.is_process(sched):
+        if importance is not None:
+            raise ValueError("importance sampling of t is over a Schedule's T timesteps; a continuous process draws "
+                             "its t from proc.sample_t: pass importance=None.")
+        t = per_example(lambda k: sched.sample_t(k, ()), t_keys)
+        weights = jnp.ones(t.shape, jnp.float32)
+    else:
+        t, weights = sample_timesteps(t_keys, sched.num_timesteps, importance)
     noise = per_example(lambda k: jax.random.normal(k, x0.shape[1:], x0.dtype), noise_keys)
     terms = training_losses(model_fn, sched, x0, t, noise, **loss_options)
     return jnp.mean(weights * terms["loss"]), dict(terms, t=t)

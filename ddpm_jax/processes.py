@@ -35,7 +35,7 @@ import numpy as np
 from jax.tree_util import Partial
 
 from ddpm_jax import functional
-from ddpm_jax.schedules import KARRAS_RHO, Levels, Schedule
+from ddpm_jax.schedules import KARRAS_RHO, Levels
 from ddpm_jax.validation import check_choice, check_count, check_number
 from ddpm_jax.vdm import alpha_sigma
 
@@ -69,7 +69,7 @@ class RectifiedFlow(Process):
     """alpha = 1 - t, sigma = t, t in [0, 1] (Liu et al. 2023; Lipman et al. 2023's linear path).
 
     Training t: "uniform" on [0, 1), or "logit_normal": t = sigmoid(m + s n), n ~ N(0, 1) (Esser et al. 2024,
-    sec. 3.1, m = 0, s = 1). Levels: N uniform steps from t = 1 to 0.
+    "SD3", sec. 3.1, with their default m = 0, s = 1). Levels: N uniform steps from t = 1 to 0.
     """
 
     t_distribution: str = flax.struct.field(pytree_node=False, default="uniform")
@@ -145,7 +145,7 @@ class EDM(Process):
 
 @flax.struct.dataclass
 class VDM(Process):
-    """Variational diffusion's continuous VP process (Kingma et al. 2021, eq. 3 and sec. 3.1):
+    """Variational diffusion's continuous VP process (Kingma et al. 2021, secs. 3.1-3.2):
     alpha(t) = sqrt(sigmoid(-gamma(t))), sigma(t) = sqrt(sigmoid(gamma(t))), t in [0, 1], gamma = -log SNR.
 
     d_alpha = -alpha sigma^2 gamma' / 2, d_sigma = sigma alpha^2 gamma' / 2 (gamma' by forward-mode autodiff of
@@ -214,13 +214,6 @@ def vdm(gamma_fn: Callable) -> VDM:
 def is_process(proc) -> bool:
     """True for a continuous `Process`; False for a `schedules.Schedule` (the discrete VP process)."""
     return isinstance(proc, Process)
-
-
-def check_process(proc) -> None:
-    """Raise ValueError unless `proc` is a Process or a Schedule."""
-    if not isinstance(proc, (Process, Schedule)):
-        raise ValueError(f"expected a process (processes.rectified_flow(), edm(), vdm(gamma_fn)) or a "
-                         f"schedules.Schedule, got {type(proc).__name__}.")
 
 
 # ---------------------------------------------------------------- the levels a solver reads

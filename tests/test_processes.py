@@ -2,6 +2,7 @@
 EDM's preconditioning and loss, training-time t, losses, and sampling checked against closed-form Gaussian
 answers; Schedule samples bit for bit as before processes existed."""
 
+import functools
 import os
 import sys
 
@@ -235,25 +236,41 @@ def test_training_losses_on_a_process(prediction):
         losses.training_losses(model, proc, x0, t, noise, weighting="min_snr")
 
 
+def test_training_loss_draws_t_from_the_process():
+    proc, (x0, _) = processes.edm(), _pair(12, (64, 3))
+    model = functional.bind(lambda p, x, t: p * x, jnp.float32(0.5))
+    loss, aux = losses.training_loss(model, proc, x0, jax.random.PRNGKey(13), prediction="x0")
+    keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.PRNGKey(13), jnp.arange(64))
+    t_keys = jax.vmap(lambda k: jax.random.split(k)[0])(keys)
+    np.testing.assert_array_equal(aux["t"], jax.vmap(lambda k: proc.sample_t(k, ()))(t_keys))
+    assert aux["t"].dtype == jnp.float32 and np.all(np.asarray(aux["t"]) > 0)
+    np.testing.assert_allclose(loss, np.mean(aux["loss"]), rtol=1e-6)
+    with pytest.raises(ValueError, match="importance sampling of t is over a Schedule"):
+        losses.training_loss(model, proc, x0, jax.random.PRNGKey(0), importance=losses.ImportanceState.create(10))
+
+
 # ---------------------------------------------------------------- sampling a Gaussian with its exact denoiser
 
 MU = np.array([0.4, -0.6, 0.0, 1.0])
 S = np.array([0.5, 0.8, 1.0, 0.3])
 
 
-def _gaussian(params, x, t):
+def _gaussian(prediction, params, x, t):
     """The exact model of N(mu, s^2) data: E[x0 | x_t] = mu + alpha s^2 (x - alpha mu) / (alpha^2 s^2 + sigma^2),
     and E[eps | x_t] = (x - alpha E[x0 | x_t]) / sigma, output in the prediction's parametrization (linear)."""
-    proc, mu, s2, prediction = params
+    proc, mu, s2 = params
     alpha, sigma = proc.alpha(t)[:, None], proc.sigma(t)[:, None]
     x0 = mu + alpha * s2 * (x - alpha * mu) / (alpha**2 * s2 + sigma**2)
     eps = (x - alpha * mu) * sigma / (alpha**2 * s2 + sigma**2)  # = (x - alpha x0) / sigma, finite at alpha = 0
     return processes.prediction_target(proc, x0, eps, t, prediction)
 
 
-def gaussian_model(proc, prediction):
-    return functional.bind(lambda p, x, t: _gaussian((proc, p[0], p[1], prediction), x, t),
-                           (jnp.asarray(MU, jnp.float32), jnp.asarray(S**2, jnp.float32)))
+_APPLY = {p: functools.partial(_gaussian, p) for p in processes.PREDICTIONS}
+
+
+def gaussian_model(proc, prediction, mu=MU, s=S):
+    """The exact model as a Partial over (proc, mu, s^2): equal functions for equal predictions."""
+    return functional.bind(_APPLY[prediction], (proc, jnp.asarray(mu, jnp.float32), jnp.asarray(s**2, jnp.float32)))
 
 
 def exact_ode_map(proc, times):
@@ -279,8 +296,8 @@ def test_gaussian_samples_have_the_datas_moments(name, sampler):
     """Sampled with the exact denoiser, the samples' mean and variance are the exact ODE end's (tolerance: 5
     standard errors of n samples), which lie within 2% of the data's N(mu, s^2) here."""
     proc = PROCESSES[name]
-    n = 100_000
-    steps = 1000 if sampler in FIRST_ORDER else 200
+    n = 40_000
+    steps = 500 if sampler in FIRST_ORDER else 200
     times = proc.levels(steps)
     eta = 1.0 if sampler == "ddim-eta1" else 0.0
     x = np.asarray(sampling.sample(gaussian_model(proc, "velocity"), proc, jax.random.PRNGKey(8), (n, 4),
@@ -344,6 +361,31 @@ def test_vdm_process_samples_its_gaussian():
     exact = MU + S * (np.asarray(x_T, np.float64) - alpha0 * MU) / np.sqrt(alpha0**2 * S**2 + sigma0**2)
     for s, value in x.items():
         np.testing.assert_allclose(value, exact, atol=2e-2, err_msg=s)
+
+
+def test_sharded_and_inpainting_on_a_process():
+    proc = processes.rectified_flow()
+    model = gaussian_model(proc, "velocity")
+    one = sampling.sample(model, proc, jax.random.PRNGKey(3), (16, 4), sampler="dpm++2m", num_steps=6,
+                          prediction="velocity", clip_denoised=True)
+    sharded = sampling.sample_sharded(model, proc, jax.random.PRNGKey(3), 16, (4,), sampler="dpm++2m", num_steps=6,
+                                      prediction="velocity")
+    np.testing.assert_allclose(sharded, one, atol=1e-6)
+    images = jnp.full((16, 4), 0.25)
+    mask = jnp.asarray([1.0, 1.0, 0.0, 0.0])
+    x = sampling.sample(model, proc, jax.random.PRNGKey(3), (16, 4), sampler="heun", num_steps=6,
+                        prediction="velocity", known=(images, mask))
+    np.testing.assert_allclose(np.asarray(x)[:, 2:], 0.25, atol=1e-6)  # the known pixels come back at t = 0
+
+
+def test_a_process_sampler_compiles_once_for_new_params():
+    """The same model function with other params (traced inputs) and an equal process reuse the compiled loop."""
+    run = functools.partial(sampling.sample, rng=jax.random.PRNGKey(0), shape=(2, 4), sampler="heun", num_steps=5,
+                            prediction="x0")
+    run(gaussian_model(processes.edm(), "x0"), processes.edm())
+    compiled = solvers._solve_process._cache_size()
+    run(gaussian_model(processes.edm(), "x0", mu=MU + 1, s=S / 2), processes.edm())
+    assert solvers._solve_process._cache_size() == compiled
 
 
 def test_model_gets_float_times_as_they_are():
