@@ -103,7 +103,7 @@ def main(argv=None):
 
     # --- the library's train step, as train_and_evaluate runs it (pmap over the devices, donated state).
     step_fn = functools.partial(
-        train.train_step, model=model, optimizer=optimizer, sched=sched, loss_options=configs.loss_options(config),
+        train.train_step, model=model, optimizer=optimizer, objective=configs.create_objective(config),
         ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup)
     one = train.make_multi_step(step_fn, 1, devices)
 

@@ -14,7 +14,7 @@ from typing import Sequence
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import data, schedules, validation, vdm
+from ddpm_jax import data, objectives, schedules, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.autoencoder import Autoencoder
 from ddpm_jax.models.text import TextEncoder, TextUNet, Tokenizer
@@ -161,6 +161,14 @@ def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules
         **dict(d.get("schedule_options", {})),
     )
     return schedules.make_schedule(betas)
+
+
+def create_objective(config: ml_collections.ConfigDict):
+    """The training objective of config.diffusion (`ddpm_jax.objectives`): DDPM on the config's schedule with its
+    loss options, or VDM's VLB."""
+    if objective(config) == "vdm":
+        return objectives.VDM(loss_options(config))
+    return objectives.DDPM(create_schedule(config), loss_options(config))
 
 
 def loss_options(config: ml_collections.ConfigDict) -> dict:

@@ -78,14 +78,13 @@ def ema_decay_at(step, decay: float, warmup: bool):
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_options, ema_decay, ema_warmup,
-               label_dropout=0.0, objective="ddpm", encoder=None):
+def train_step(state: TrainState, batch, *, model, optimizer, objective, ema_decay, ema_warmup, label_dropout=0.0,
+               encoder=None):
     """One optimizer step on this device's slice of the global batch; run under pmap over AXIS.
 
     batch: dict(image float32 [B_dev, H, W, C], label int32 [B_dev] (class) or [B_dev, L] (prompt tokens) when
     the model is conditional; dropped to the model's `null_label` at rate `label_dropout`).
-    objective "ddpm": `losses.training_loss` with `loss_options`; "vdm": a `vdm.VDM` model trained on its VLB
-    (`vdm.training_loss_and_grads`; sched unused). encoder: latent diffusion's
+    objective: an `objectives` instance (its `loss_and_grads`). encoder: latent diffusion's
     `encoder(state.frozen, images, keys) -> latents` (`latent_encoder`), the model then denoising latents.
     Returns (new state, metrics averaged over devices).
     """
@@ -103,22 +102,9 @@ def train_step(state: TrainState, batch, *, model, optimizer, sched, loss_option
         if label_dropout > 0:  # the null condition for classifier-free guidance (Ho & Salimans 2022)
             labels = drop_condition(labels, model.null_label, label_dropout,
                                     example_keys(label_rng, per_device, first_index))
-
-    def loss_fn(params):
-        def model_fn(x, t):
-            return model.apply(params, x, t, labels, train=True,
-                               rngs={"dropout": jax.random.fold_in(dropout_rng, device)})
-
-        return losses.training_loss(model_fn, sched, x0, example_rng, first_index=first_index,
-                                    importance=state.importance, **loss_options)
-
-    if objective == "vdm":
-        (loss, aux), grads = vdm.training_loss_and_grads(
-            model, state.params, x0, example_rng, labels=labels,
-            rngs={"dropout": jax.random.fold_in(dropout_rng, device)}, first_index=first_index,
-            global_batch=per_device * jax.lax.psum(1, AXIS), **loss_options)
-    else:
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, aux), grads = objective.loss_and_grads(
+        model, state.params, x0, example_rng, labels=labels, rngs={"dropout": jax.random.fold_in(dropout_rng, device)},
+        first_index=first_index, global_batch=per_device * jax.lax.psum(1, AXIS), importance=state.importance)
     new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup)
     importance = state.importance
     if importance is not None:
@@ -462,14 +448,11 @@ def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
     """The pmapped `steps`-step function for a config (as `_step_config_json`), compiled once per process."""
     config = configs.from_json(step_config)
     t_cfg = config.train
-    objective = configs.objective(config)
     autoencoder = configs.create_autoencoder(config)
     step_fn = functools.partial(
         train_step, model=configs.create_model(config), optimizer=create_optimizer(config),
-        sched=configs.create_schedule(config) if objective == "ddpm" else None,
-        loss_options=configs.loss_options(config), ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
-        label_dropout=t_cfg.get("label_dropout", 0.0), objective=objective,
-        encoder=None if autoencoder is None else latent_encoder(autoencoder),
+        objective=configs.create_objective(config), ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
+        label_dropout=t_cfg.get("label_dropout", 0.0), encoder=None if autoencoder is None else latent_encoder(autoencoder),
     )
     return make_multi_step(step_fn, steps, devices)
 

@@ -1,0 +1,21 @@
+"""Training objectives: each one module behind one small interface, so the trainer holds no `if objective`.
+
+    objective.loss_and_grads(model, params, x0, rng, labels=..., rngs=..., first_index=..., global_batch=...,
+                             importance=...) -> ((loss, aux), grads)
+
+for one device's part of a global batch: `model` the Flax module, `params` its parameters, x0 [B, ...] the
+(possibly encoded) data, `rng` the step's key (example i draws from fold_in(rng, first_index + i), so a global
+batch gives the same draws however it is split over devices), labels the condition or None, rngs Flax's (dropout)
+for train=True, global_batch the examples over all devices, importance DDPM's importance-sampling state or None.
+loss is the scalar to minimize, aux per-example terms [B] (and t [B]) for metrics. Instances are built from a
+config by `configs.create_objective`.
+
+- `DDPM` (Ho et al. 2020; Nichol & Dhariwal 2021): `losses.training_loss` on a discrete `Schedule`: L_simple,
+  hybrid, VLB, with the weightings of `losses`.
+- `VDM` (Kingma et al. 2021): the continuous or T-step VLB of a `vdm.VDM` model (`vdm.training_loss_and_grads`).
+"""
+
+from ddpm_jax.objectives.ddpm import DDPM
+from ddpm_jax.objectives.variational import VDM
+
+__all__ = ["DDPM", "VDM"]

@@ -1,0 +1,21 @@
+"""The variational diffusion objective (Kingma et al. 2021): the VLB of a `vdm.VDM` model, continuous (eq. 17)
+or T-step (eq. 15), its schedule learned or fixed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from ddpm_jax import vdm
+
+
+@dataclasses.dataclass(frozen=True)
+class VDM:
+    """`vdm.training_loss_and_grads` with `loss_options` (num_steps, antithetic); the times of a global batch
+    are spread antithetically over all devices, hence `global_batch`."""
+
+    loss_options: dict
+
+    def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance):
+        del importance  # VDM draws its times antithetically instead
+        return vdm.training_loss_and_grads(model, params, x0, rng, labels=labels, rngs=rngs,
+                                           first_index=first_index, global_batch=global_batch, **self.loss_options)
