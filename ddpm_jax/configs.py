@@ -14,15 +14,16 @@ from typing import Sequence
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import data, objectives, schedules, validation, vdm
+from ddpm_jax import data, objectives, processes, schedules, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.autoencoder import Autoencoder
 from ddpm_jax.models.text import TextEncoder, TextUNet, Tokenizer
 from ddpm_jax.models.unet import UNet
+from ddpm_jax.models.time_scaled import TimeScaled
 from ddpm_jax.models.unet1d import UNet1D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-OBJECTIVES = ("ddpm", "vdm")
+OBJECTIVES = ("ddpm", "vdm", "flow")
 ARCHITECTURES = {"unet": UNet, "unet1d": UNet1D}  # config.model.arch: images [B, H, W, C], sequences [B, L, C]
 
 
@@ -48,11 +49,24 @@ def base_config() -> ml_collections.ConfigDict:
 
 
 def objective(config: ml_collections.ConfigDict) -> str:
-    """config.diffusion.objective: "ddpm" (also when the field is absent) or "vdm", a variational diffusion model
-    (Kingma et al. 2021) with the options of config.diffusion.vdm (see experiments/digits_vdm.py), checked here."""
+    """config.diffusion.objective: "ddpm" (also when the field is absent), "vdm", a variational diffusion model
+    (Kingma et al. 2021) with the options of config.diffusion.vdm (see experiments/digits_vdm.py), or "flow", flow
+    matching on rectified flow (config.diffusion.prediction "velocity", "x0" or "v"; config.diffusion.flow =
+    dict(t_distribution="uniform" | "logit_normal"), optional; see experiments/digits_flow.py), checked here."""
     d = config.diffusion
     name = d.get("objective", "ddpm")
     validation.check_choice("objective (config.diffusion.objective)", name, OBJECTIVES)
+    if name == "flow":
+        validation.check_choice("prediction of flow matching (config.diffusion.prediction)", d.prediction,
+                                objectives.flow.PREDICTIONS)
+        validation.check_choice("flow matching's t distribution (config.diffusion.flow.t_distribution)",
+                                _flow_t_distribution(config), processes.T_DISTRIBUTIONS)
+        if (d.variance == "learned_range" or d.loss_type != "mse" or d.weighting != "none"
+                or d.get("importance_sampling", False)):
+            raise ValueError("flow matching regresses its prediction's target with a plain MSE: it needs "
+                             "config.diffusion.variance other than 'learned_range', loss_type 'mse', weighting 'none' "
+                             f"and importance_sampling False; got {d.variance!r}, {d.loss_type!r}, {d.weighting!r}, "
+                             f"{d.get('importance_sampling', False)}.")
     if name == "vdm":
         if "vdm" not in d:
             raise ValueError("config.diffusion.objective = 'vdm' needs the section config.diffusion.vdm (schedule, "
@@ -114,6 +128,8 @@ def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM | TextUNet
         return TextUNet(unet=net, encoder=encoder)
     if objective(config) == "ddpm":
         return net
+    if objective(config) == "flow":
+        return TimeScaled(net=net, scale=float(config.diffusion.num_timesteps))
     v = config.diffusion.vdm
     return vdm.VDM(unet=net, schedule=v.schedule, gamma_min=v.gamma_min, gamma_max=v.gamma_max,
                    schedule_features=v.schedule_features, num_timesteps=config.diffusion.num_timesteps)
@@ -145,10 +161,13 @@ def autoencoder_train_config(config: ml_collections.ConfigDict) -> ml_collection
     return t
 
 
-def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules.Schedule:
-    """The discrete schedule the samplers (and DDPM's VLB) use. A VDM's is its gamma on the T-grid
-    (`vdm.sampling_schedule`), which for a learned schedule lives in the params: pass them."""
+def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules.Schedule | processes.Process:
+    """The process the samplers use: the discrete schedule (also DDPM's VLB's); a VDM's is its gamma on the T-grid
+    (`vdm.sampling_schedule`), which for a learned schedule lives in the params: pass them; flow matching's is
+    `processes.rectified_flow`."""
     d = config.diffusion
+    if objective(config) == "flow":
+        return processes.rectified_flow(_flow_t_distribution(config))
     if objective(config) == "vdm":
         if params is not None:
             return vdm.sampling_schedule(create_model(config), params)
@@ -164,11 +183,17 @@ def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules
 
 
 def create_objective(config: ml_collections.ConfigDict):
-    """The training objective of config.diffusion (`ddpm_jax.objectives`): DDPM on the config's schedule with its
-    loss options, or VDM's VLB."""
+    """The training objective of config.diffusion (`ddpm_jax.objectives`): DDPM's denoising loss on the config's
+    schedule with its loss options, VDM's VLB, or flow matching."""
     if objective(config) == "vdm":
         return objectives.VDM(loss_options(config))
-    return objectives.DDPM(create_schedule(config), loss_options(config))
+    if objective(config) == "flow":
+        return objectives.flow_matching(config.diffusion.prediction, _flow_t_distribution(config))
+    return objectives.Denoising(create_schedule(config), loss_options(config))
+
+
+def _flow_t_distribution(config: ml_collections.ConfigDict) -> str:
+    return config.diffusion.get("flow", {}).get("t_distribution", "uniform")
 
 
 def loss_options(config: ml_collections.ConfigDict) -> dict:
@@ -177,6 +202,8 @@ def loss_options(config: ml_collections.ConfigDict) -> dict:
     d = config.diffusion
     if objective(config) == "vdm":
         return dict(num_steps=d.vdm.loss_steps, antithetic=d.vdm.antithetic)
+    if objective(config) == "flow":
+        return dict(prediction=d.prediction)
     return dict(
         prediction=d.prediction, variance=d.variance, loss_type=d.loss_type, weighting=d.weighting,
         hybrid_lambda=d.hybrid_lambda, min_snr_gamma=d.min_snr_gamma, p2_k=d.p2_k, p2_gamma=d.p2_gamma,

@@ -10,12 +10,14 @@ for train=True, global_batch the examples over all devices, importance DDPM's im
 loss is the scalar to minimize, aux per-example terms [B] (and t [B]) for metrics. Instances are built from a
 config by `configs.create_objective`.
 
-- `DDPM` (Ho et al. 2020; Nichol & Dhariwal 2021): `losses.training_loss` on a discrete `Schedule`: L_simple,
-  hybrid, VLB, with the weightings of `losses`.
-- `VDM` (Kingma et al. 2021): the continuous or T-step VLB of a `vdm.VDM` model (`vdm.training_loss_and_grads`).
+- `Denoising` (denoising.py): `losses.training_loss` on a discrete `Schedule` (DDPM, Ho et al. 2020; Nichol &
+  Dhariwal 2021: L_simple, hybrid, VLB, with the weightings of `losses`) or on a continuous process.
+- `flow_matching` (flow.py): `Denoising` on rectified flow (Lipman et al. 2023, Liu et al. 2023).
+- `VDM` (variational.py, Kingma et al. 2021): the continuous or T-step VLB of a `vdm.VDM` model.
 """
 
-from ddpm_jax.objectives.ddpm import DDPM
+from ddpm_jax.objectives.denoising import Denoising
+from ddpm_jax.objectives.flow import flow_matching
 from ddpm_jax.objectives.variational import VDM
 
-__all__ = ["DDPM", "VDM"]
+__all__ = ["Denoising", "VDM", "flow_matching"]
