@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from ddpm_jax import configs, text_pairs
+from ddpm_jax import configs, processes, text_pairs
 from ddpm_jax.models import text, unet
 
 EXPERIMENTS = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "experiments", "*.py")))
@@ -38,8 +38,12 @@ def test_experiment_builds(path):
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
                                                jnp.zeros((1,), jnp.int32)))
     sched = configs.create_schedule(config)
-    assert sched.num_timesteps == config.diffusion.num_timesteps
-    assert configs.create_model(config).learn_sigma == (config.diffusion.variance == "learned_range")
+    if configs.objective(config) == "flow":  # a continuous process, and the U-Net inside the time scaling
+        assert isinstance(sched, processes.RectifiedFlow) and model.scale == config.diffusion.num_timesteps
+        model = model.net
+    else:
+        assert sched.num_timesteps == config.diffusion.num_timesteps
+    assert model.learn_sigma == (config.diffusion.variance == "learned_range")
     expected = EXPECTED_PARAMS.get(os.path.basename(path))
     if expected:
         assert unet.count_params(params) == expected
