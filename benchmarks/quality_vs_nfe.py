@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     import jax
     import numpy as np
 
-    from ddpm_jax import data, reference_stats, runs, sample_quality, sampling, solvers
+    from ddpm_jax import data, processes, reference_stats, runs, sample_quality, sampling, solvers
 
     monitor = common.LoadMonitor()
     if args.quick:
@@ -82,7 +82,10 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - start
         fake = sample_quality.sample_features(network, images, test.max_value)
         values, _ = sample_quality.sample_metrics(stats, real_features, fake)
-        levels = len(sampling.sampler_timesteps(run.sched, sampler, steps))  # DDIM's leading may add one
+        if processes.is_process(run.sched):  # a continuous process (flow matching): N levels for N steps
+            levels = steps
+        else:
+            levels = len(sampling.sampler_timesteps(run.sched, sampler, steps))  # DDIM's leading may add one
         nfe = solvers.nfe(sampler, levels) if sampler in solvers.SOLVERS else levels
         result = dict(sampler=sampler, num_steps=steps, nfe=nfe, images_per_s=args.num_samples / seconds, **values)
         results.append(result)
