@@ -19,11 +19,11 @@ from ddpm_jax.models import unet
 from ddpm_jax.models.autoencoder import Autoencoder
 from ddpm_jax.models.text import TextEncoder, TextUNet, Tokenizer
 from ddpm_jax.models.unet import UNet
-from ddpm_jax.models.time_scaled import TimeScaled
+from ddpm_jax.models.time_scaled import EDMPreconditioned, TimeScaled
 from ddpm_jax.models.unet1d import UNet1D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-OBJECTIVES = ("ddpm", "vdm", "flow")
+OBJECTIVES = ("ddpm", "vdm", "flow", "edm")
 ARCHITECTURES = {"unet": UNet, "unet1d": UNet1D}  # config.model.arch: images [B, H, W, C], sequences [B, L, C]
 
 
@@ -52,10 +52,19 @@ def objective(config: ml_collections.ConfigDict) -> str:
     """config.diffusion.objective: "ddpm" (also when the field is absent), "vdm", a variational diffusion model
     (Kingma et al. 2021) with the options of config.diffusion.vdm (see experiments/digits_vdm.py), or "flow", flow
     matching on rectified flow (config.diffusion.prediction "velocity", "x0" or "v"; config.diffusion.flow =
-    dict(t_distribution="uniform" | "logit_normal"), optional; see experiments/digits_flow.py), checked here."""
+    dict(t_distribution="uniform" | "logit_normal"), optional; see experiments/digits_flow.py), or "edm", Karras et
+    al. 2022's preconditioned x0 model and weighted loss on `processes.edm` (config.diffusion.edm, optional; see
+    experiments/digits_edm.py), checked here."""
     d = config.diffusion
     name = d.get("objective", "ddpm")
     validation.check_choice("objective (config.diffusion.objective)", name, OBJECTIVES)
+    if name == "edm":
+        if (d.prediction != "x0" or d.variance == "learned_range" or d.loss_type != "mse" or d.weighting != "none"
+                or d.get("importance_sampling", False)):
+            raise ValueError("EDM trains its preconditioned denoiser, an x0 model, with its own weighting: it needs "
+                             "config.diffusion.prediction = 'x0', variance other than 'learned_range', loss_type "
+                             f"'mse', weighting 'none' and importance_sampling False; got {d.prediction!r}, "
+                             f"{d.variance!r}, {d.loss_type!r}, {d.weighting!r}, {d.get('importance_sampling', False)}.")
     if name == "flow":
         validation.check_choice("prediction of flow matching (config.diffusion.prediction)", d.prediction,
                                 objectives.flow.PREDICTIONS)
@@ -130,6 +139,9 @@ def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM | TextUNet
         return net
     if objective(config) == "flow":
         return TimeScaled(net=net, scale=float(config.diffusion.num_timesteps))
+    if objective(config) == "edm":
+        return EDMPreconditioned(net=net, sigma_data=_edm_process(config).sigma_data,
+                                 scale=float(config.diffusion.num_timesteps))
     v = config.diffusion.vdm
     return vdm.VDM(unet=net, schedule=v.schedule, gamma_min=v.gamma_min, gamma_max=v.gamma_max,
                    schedule_features=v.schedule_features, num_timesteps=config.diffusion.num_timesteps)
@@ -168,6 +180,8 @@ def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules
     d = config.diffusion
     if objective(config) == "flow":
         return processes.rectified_flow(_flow_t_distribution(config))
+    if objective(config) == "edm":
+        return _edm_process(config)
     if objective(config) == "vdm":
         if params is not None:
             return vdm.sampling_schedule(create_model(config), params)
@@ -189,7 +203,15 @@ def create_objective(config: ml_collections.ConfigDict):
         return objectives.VDM(loss_options(config))
     if objective(config) == "flow":
         return objectives.flow_matching(config.diffusion.prediction, _flow_t_distribution(config))
+    if objective(config) == "edm":
+        return objectives.edm(_edm_process(config))
     return objectives.Denoising(create_schedule(config), loss_options(config))
+
+
+def _edm_process(config: ml_collections.ConfigDict) -> processes.EDM:
+    """EDM's process from config.diffusion.edm (sigma_min, sigma_max, sigma_data, rho, P_mean, P_std; any left out
+    take Karras et al.'s values)."""
+    return processes.edm(**dict(config.diffusion.get("edm", {})))
 
 
 def _flow_t_distribution(config: ml_collections.ConfigDict) -> str:
@@ -204,6 +226,8 @@ def loss_options(config: ml_collections.ConfigDict) -> dict:
         return dict(num_steps=d.vdm.loss_steps, antithetic=d.vdm.antithetic)
     if objective(config) == "flow":
         return dict(prediction=d.prediction)
+    if objective(config) == "edm":
+        return dict(prediction="x0", weighting="edm")
     return dict(
         prediction=d.prediction, variance=d.variance, loss_type=d.loss_type, weighting=d.weighting,
         hybrid_lambda=d.hybrid_lambda, min_snr_gamma=d.min_snr_gamma, p2_k=d.p2_k, p2_gamma=d.p2_gamma,

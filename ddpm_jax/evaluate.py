@@ -114,13 +114,14 @@ def evaluate(
     options = runs.sampler_options(config, sampler, num_steps, spacing, eta)
     sampler = options["sampler"]
     sampler_info = dict(name=sampler, clip_denoised=bool(options["clip_denoised"]))
-    flow = configs.objective(config) == "flow"
-    if flow and bpd_examples != 0:
-        raise ValueError("flow matching defines no bits/dim here (its likelihood needs the ODE's divergence): pass "
-                         "bpd_examples=0 (--bpd-examples 0) with a feature network for FID/IS/KID/precision-recall.")
+    continuous = configs.objective(config) in ("flow", "edm")
+    if continuous and bpd_examples != 0:
+        raise ValueError(f"objective {configs.objective(config)!r} defines no bits/dim here (its likelihood needs the "
+                         "ODE's divergence): pass bpd_examples=0 (--bpd-examples 0) with a feature network for "
+                         "FID/IS/KID/precision-recall.")
     if sampler != "ancestral":
         steps, spacing = sampling.step_defaults(sampler, options["num_steps"], options["spacing"])
-        sampler_info.update(num_steps=int(steps), spacing=None if flow else spacing)
+        sampler_info.update(num_steps=int(steps), spacing=None if continuous else spacing)
         if sampler == "ddim":
             sampler_info["eta"] = float(options["eta"])
     report: dict[str, Any] = dict(

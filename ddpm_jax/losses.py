@@ -74,7 +74,7 @@ def training_losses(
     `sched` may be a continuous process (`processes`): then t is float32 [B] (rectified flow: t in [0, 1]; EDM:
     sigma), x_t = alpha(t) x0 + sigma(t) noise, and the loss is the unweighted "mse" on the target of
     `prediction` ("eps", "x0", "v" or "velocity", `processes.prediction_target`), mean over all but axis 0:
-    dict(loss [B], mse [B]). (EDM's own weighted loss: `edm_loss`.)
+    dict(loss [B], mse [B]); weighting "edm" on EDM's process with an x0 model is EDM's loss (`edm_loss`).
     """
     if processes.is_process(sched):
         return _process_mse(model_fn, sched, x0, t, noise, "velocity" if prediction is None else prediction,
@@ -113,15 +113,21 @@ def training_losses(
 
 
 def _process_mse(model_fn, proc, x0, t, noise, prediction: str, *, variance: str, loss_type: str, weighting: str):
-    """`training_losses` on a continuous process: mean_flat((target - model_fn(x_t, t))^2), [B]."""
-    for name, value, only in (("variance", variance, "fixed_small"), ("loss_type", loss_type, "mse"),
-                              ("weighting", weighting, "none")):
+    """`training_losses` on a continuous process: mean_flat((target - model_fn(x_t, t))^2), [B]; with weighting
+    "edm" (EDM's process, an x0 model) times lambda(sigma) = (sigma^2 + sigma_data^2) / (sigma sigma_data)^2."""
+    for name, value, only in (("variance", variance, "fixed_small"), ("loss_type", loss_type, "mse")):
         if value != only:
             raise ValueError(f"{name}={value!r} belongs to the discrete process of a Schedule; on a continuous "
-                             f"process training_losses takes {name}={only!r} (EDM's weighting: losses.edm_loss).")
+                             f"process training_losses takes {name}={only!r}.")
+    check_choice("weighting on a continuous process", weighting, ("none", "edm"))
+    if weighting == "edm" and not (isinstance(proc, processes.EDM) and prediction == "x0"):
+        raise ValueError("weighting 'edm' is EDM's lambda(sigma) for its process (processes.edm()) and an x0 model "
+                         f"(prediction 'x0', the preconditioned denoiser); got {type(proc).__name__}, {prediction!r}.")
     target = processes.prediction_target(proc, x0, noise, t, prediction)
     pred = diffusion.prediction_channels(model_fn(proc.sample(x0, t, noise), t), x0)
     mse = mean_flat((target - pred) ** 2)
+    if weighting == "edm":
+        return dict(loss=processes.edm_loss_weight(t, proc.sigma_data) * mse, mse=mse)
     return dict(loss=mse, mse=mse)
 
 
@@ -132,12 +138,12 @@ def edm_loss(denoiser_fn, proc: processes.EDM, x0, sigma, noise):
     proc.sigma_data)` (an x0 model). x0, noise [B, ...]; sigma float32 [B] (e.g. proc.sample_t, log-normal).
     Returns dict(loss [B], mse [B]) with mse the unweighted mean_flat((D - x0)^2). Where D is the
     preconditioned model, loss = mean_flat((F - target)^2) of the raw network F (lambda c_out^2 = 1).
+    `training_losses(..., prediction="x0", weighting="edm")` on EDM's process.
     """
     if not isinstance(proc, processes.EDM):
         raise ValueError(f"edm_loss weights EDM's process (processes.edm()); got {type(proc).__name__}.")
-    denoised = denoiser_fn(proc.sample(x0, sigma, noise), sigma)
-    mse = mean_flat((denoised - x0) ** 2)
-    return dict(loss=processes.edm_loss_weight(sigma, proc.sigma_data) * mse, mse=mse)
+    return _process_mse(denoiser_fn, proc, x0, sigma, noise, "x0", variance="fixed_small", loss_type="mse",
+                        weighting="edm")
 
 
 # ---------------------------------------------------------------- timestep sampling

@@ -38,8 +38,9 @@ def test_experiment_builds(path):
     params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1,) + shape),
                                                jnp.zeros((1,), jnp.int32)))
     sched = configs.create_schedule(config)
-    if configs.objective(config) == "flow":  # a continuous process, and the U-Net inside the time scaling
-        assert isinstance(sched, processes.RectifiedFlow) and model.scale == config.diffusion.num_timesteps
+    if configs.objective(config) in ("flow", "edm"):  # a continuous process, the U-Net inside its wrapper
+        assert isinstance(sched, (processes.RectifiedFlow, processes.EDM))
+        assert model.scale == config.diffusion.num_timesteps
         model = model.net
     else:
         assert sched.num_timesteps == config.diffusion.num_timesteps

@@ -14,6 +14,7 @@ from test_train import TINY, _leaves_equal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLOW = os.path.join(ROOT, "experiments", "digits_flow.py")
+EDM = os.path.join(ROOT, "experiments", "digits_edm.py")
 
 
 def flow_config(*overrides):
@@ -84,11 +85,40 @@ def test_euler_on_a_flow_run_is_the_flow_matching_euler_step(flow_run):
 
 
 def test_what_flow_matching_does_not_define_is_refused(flow_run, tmp_path):
-    with pytest.raises(ValueError, match="sampler 'ancestral' .* flow matching samples a continuous process"):
+    with pytest.raises(ValueError, match="sampler 'ancestral' .* flow samples a continuous process"):
         config_schema.validate_config(flow_config("--config.sample.sampler='ancestral'"))
     with pytest.raises(ValueError, match=r"prediction of flow matching .*'eps'; accepted: velocity, x0, v"):
         config_schema.validate_config(flow_config("--config.diffusion.prediction='eps'"))
     with pytest.raises(ValueError, match="flow matching regresses .* loss_type 'mse'"):
         config_schema.validate_config(flow_config("--config.diffusion.loss_type='hybrid'"))
-    with pytest.raises(ValueError, match="flow matching defines no bits/dim"):
+    with pytest.raises(ValueError, match="objective 'flow' defines no bits/dim"):
         evaluate.evaluate(flow_run[0], num_samples=0, bpd_examples=4)
+
+
+def edm_config(*overrides):
+    return configs.load_config(EDM, TINY + ["--config.model.num_classes=None", "--config.train.label_dropout=0.0",
+                                            *overrides])
+
+
+def test_edm_trains_and_samples_with_its_preconditioned_denoiser(tmp_path):
+    config = edm_config()
+    objective = configs.create_objective(config)
+    assert isinstance(objective.process, processes.EDM) and objective.loss_options == dict(prediction="x0",
+                                                                                           weighting="edm")
+    workdir = str(tmp_path / "edm")
+    result = train.train_and_evaluate(config, workdir, progress=False)
+    assert result["step"] == 4 and np.isfinite(result["metrics"]["loss"])
+    # D(x, sigma) = c_skip x + c_out F(c_in x, T c_noise) with table 1's coefficients (numpy float64 here).
+    run = runs.load_run(workdir)
+    x = np.random.default_rng(0).normal(size=(2, 8, 8, 1)).astype(np.float32)
+    sigma = np.array([0.01, 5.0], np.float32)
+    raw = np.asarray(run.model.net.apply({"params": run.params["params"]["net"]}, x / np.sqrt(sigma**2 + 0.25)[
+        :, None, None, None], config.diffusion.num_timesteps * np.log(sigma) / 4), np.float64)
+    s = sigma.astype(np.float64)[:, None, None, None]
+    expected = 0.25 / (s**2 + 0.25) * x + s * 0.5 / np.sqrt(s**2 + 0.25) * raw
+    np.testing.assert_allclose(run.model_fn(x, sigma), expected, rtol=1e-4, atol=1e-5)
+    assert main(["sample", "--workdir", workdir, "--num", "4", "--steps", "3", "--out", str(tmp_path / "g.png")]) == 0
+    images = np.load(tmp_path / "g.npz")["images"]
+    assert images.shape == (4, 8, 8, 1) and np.all(np.isfinite(images))
+    with pytest.raises(ValueError, match="EDM trains its preconditioned denoiser, an x0 model"):
+        config_schema.validate_config(edm_config("--config.diffusion.prediction='eps'"))

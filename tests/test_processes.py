@@ -181,6 +181,15 @@ def test_edm_precondition_wraps_the_network():
     np.testing.assert_allclose(processes.edm_c_out(tiny, 0.5), 0.0, atol=1e-6)
 
 
+def test_edm_weighting_is_refused_off_edm_or_without_an_x0_model():
+    x0, noise, t = np.zeros((2, 3), np.float32), np.ones((2, 3), np.float32), np.full((2,), 0.5, np.float32)
+    with pytest.raises(ValueError, match="weighting 'edm' is EDM's lambda"):
+        losses.training_losses(lambda x, t: x, processes.rectified_flow(), x0, t, noise, prediction="x0",
+                               weighting="edm")
+    with pytest.raises(ValueError, match="weighting 'edm' is EDM's lambda"):
+        losses.training_losses(lambda x, t: x, processes.edm(), x0, t, noise, prediction="eps", weighting="edm")
+
+
 def test_edm_loss_is_the_raw_networks_mse():
     """lambda ||D - x0||^2 = ||F - (x0 - c_skip x) / c_out||^2: EDM's effective training target (eq. 8)."""
     proc, (x0, noise) = processes.edm(), _pair(5, (4, 3, 2))
@@ -232,7 +241,7 @@ def test_training_losses_on_a_process(prediction):
     default = losses.training_losses(model, proc, x0, t, noise)
     velocity = losses.training_losses(model, proc, x0, t, noise, prediction="velocity")
     np.testing.assert_array_equal(default["loss"], velocity["loss"])
-    with pytest.raises(ValueError, match="weighting='min_snr' belongs to the discrete process"):
+    with pytest.raises(ValueError, match="Unknown weighting on a continuous process 'min_snr'; accepted: none, edm"):
         losses.training_losses(model, proc, x0, t, noise, weighting="min_snr")
 
 

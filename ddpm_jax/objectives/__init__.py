@@ -13,11 +13,14 @@ config by `configs.create_objective`.
 - `Denoising` (denoising.py): `losses.training_loss` on a discrete `Schedule` (DDPM, Ho et al. 2020; Nichol &
   Dhariwal 2021: L_simple, hybrid, VLB, with the weightings of `losses`) or on a continuous process.
 - `flow_matching` (flow.py): `Denoising` on rectified flow (Lipman et al. 2023, Liu et al. 2023).
+- `edm` (edm.py): `Denoising` on EDM's process with its weighting, for its preconditioned x0 model (Karras et al.
+  2022).
 - `VDM` (variational.py, Kingma et al. 2021): the continuous or T-step VLB of a `vdm.VDM` model.
 """
 
 from ddpm_jax.objectives.denoising import Denoising
+from ddpm_jax.objectives.edm import edm
 from ddpm_jax.objectives.flow import flow_matching
 from ddpm_jax.objectives.variational import VDM
 
-__all__ = ["Denoising", "VDM", "flow_matching"]
+__all__ = ["Denoising", "VDM", "edm", "flow_matching"]
