@@ -76,8 +76,10 @@ def _sample(args, overrides):
     bar.close()
     seconds = time.perf_counter() - start
     out = args.out or os.path.join(args.workdir, f"samples_step{step}.png")
-    npz = _write_grid_and_npz(out, images, images=images,
-                              labels=labels if labels is not None else np.zeros((0,), np.int32))
+    if labels is None:  # a class-conditional run drew balanced labels (runs.sample); an unconditional one none
+        labels = (np.arange(args.num, dtype=np.int32) % run.model.num_classes if conditional
+                  else np.zeros((0,), np.int32))
+    npz = _write_grid_and_npz(out, images, images=images, labels=labels)
     print(f"{args.num} samples in {seconds:.1f}s ({args.num / seconds:.1f} img/s, compile included): {out}, {npz}")
     return 0
 

@@ -170,6 +170,11 @@ def test_class_conditional_training_and_guided_sampling(tmp_path):
     noise = [0.05 * np.random.default_rng(i).standard_normal(x.shape) for i, x in enumerate(leaves)]
     params = jax.tree_util.tree_unflatten(tree, [x + n.astype(x.dtype) for x, n in zip(leaves, noise)])
     assert params["params"]["label_emb"]["embedding"].shape == (11, 128)  # 10 classes + the null label
+    from ddpm_jax.__main__ import main
+
+    assert main(["sample", "--workdir", str(tmp_path), "--num", "12", "--steps", "2",
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "grid.npz")["labels"], np.arange(12) % 10)  # the balanced ones
     labels = np.arange(6) % 10
     guided = runs.sample(config, params, jax.random.PRNGKey(0), 6, (8, 8, 1), num_steps=3, labels=labels,
                             guidance_scale=3.0)
