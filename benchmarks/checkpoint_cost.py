@@ -59,7 +59,8 @@ def run(model: str, steps: int, every: int | None, mode: tuple, root: str) -> di
     finally:
         shutil.rmtree(workdir)
     return dict(every=every, mode=f"{name} {if_busy}", async_save=async_save, if_busy=if_busy, images_per_sec=rate,
-                wall_s=wall, checkpoint_mb=size / 2**20, **{f"checkpoints_{k}": v for k, v in result["checkpoints"].items()})
+                wall_s=wall, checkpoint_mb=size / 2**20,
+                **{f"checkpoints_{k}": v for k, v in result["checkpoints"].items()})
 
 
 def warm_up(model: str, steps: int, root: str) -> None:

@@ -73,7 +73,8 @@ def measure(model_name, batch, sample_batch, steps, dtype="float32", donate=True
 
         step_fn = functools.partial(
             train.train_step, model=model, optimizer=train.create_optimizer(config),
-            objective=configs.create_objective(config), ema_decay=config.train.ema_decay, ema_warmup=config.train.ema_warmup)
+            objective=configs.create_objective(config), ema_decay=config.train.ema_decay,
+            ema_warmup=config.train.ema_warmup)
         fn = parallel.pmap(lambda s, b: step_fn(s, jax.tree_util.tree_map(lambda x: x[0], b)), devices=devices)
     rs = np.random.RandomState(0)
     batch_arr = dict(image=rs.uniform(-1, 1, (len(devices), 1, batch // len(devices)) + shape).astype(np.float32))

@@ -60,8 +60,10 @@ def _sample(args, overrides):
     if run.config.model.get("text", None) is not None or args.prompt is not None:
         return _sample_prompt(args, run)
     step, image_shape = run.step, run.image_shape()
-    conditional = run.model.num_classes is not None  # without --labels, balanced ones (runs.sample)
-    validation.check_guidance(args.guidance_scale, conditional, conditional or labels is not None)
+    conditional = run.model.num_classes is not None
+    if conditional and labels is None:  # balanced, as runs.sample draws them; written to the .npz below
+        labels = runs.balanced_labels(args.num, run.model.num_classes)
+    validation.check_guidance(args.guidance_scale, conditional, labels is not None)
     bar = tqdm(total=args.num, unit="img", desc=f"sampling (step {step})")
 
     def progress(done, total):
@@ -76,10 +78,8 @@ def _sample(args, overrides):
     bar.close()
     seconds = time.perf_counter() - start
     out = args.out or os.path.join(args.workdir, f"samples_step{step}.png")
-    if labels is None:  # a class-conditional run drew balanced labels (runs.sample); an unconditional one none
-        labels = (np.arange(args.num, dtype=np.int32) % run.model.num_classes if conditional
-                  else np.zeros((0,), np.int32))
-    npz = _write_grid_and_npz(out, images, images=images, labels=labels)
+    npz = _write_grid_and_npz(out, images, images=images,
+                              labels=labels if labels is not None else np.zeros((0,), np.int32))
     print(f"{args.num} samples in {seconds:.1f}s ({args.num / seconds:.1f} img/s, compile included): {out}, {npz}")
     return 0
 

@@ -78,7 +78,8 @@ class Checkpointer:
         try:
             self._manager.save(
                 int(step),
-                args=ocp.args.Composite(packed=ocp.args.StandardSave(buffers), layout=ocp.args.JsonSave(dict(leaves=layout)),
+                args=ocp.args.Composite(packed=ocp.args.StandardSave(buffers),
+                                        layout=ocp.args.JsonSave(dict(leaves=layout)),
                                         data=ocp.args.JsonSave(dict(data_state))),
                 force=True,
             )
@@ -194,7 +195,7 @@ def _layout(treedef, leaves: tuple) -> tuple[list, dict]:
 def unpack(buffers: dict, layout: list, like: Any = None) -> Any:
     """The state `pack` was given: with `like`, its pytree structure (its leaves' paths, shapes and dtypes must
     match the layout, else ValueError naming the first that does not); without, nested dicts of the path names."""
-    leaves = [np.asarray(buffers[e["dtype"]][e["offset"]:e["offset"] + int(np.prod(e["shape"]))]).reshape(e["shape"])
+    leaves = [np.asarray(buffers[e["dtype"]][e["offset"]:e["offset"] + math.prod(e["shape"])]).reshape(e["shape"])
               for e in layout]
     if like is None:
         tree = {}

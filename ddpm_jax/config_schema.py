@@ -19,11 +19,11 @@ def validate_config(config, *, training: bool = True) -> None:
     check_number("config.model.dropout", m.dropout, 0.0, 1.0, high_open=True)
     check_count("config.diffusion.num_timesteps", d.num_timesteps)
     objective = configs.objective(config)  # checks the objective's own section and prediction
-    if objective not in ("flow", "edm"):
+    if objective not in configs.CONTINUOUS_OBJECTIVES:
         check_choice("prediction (config.diffusion.prediction)", d.prediction, diffusion.PREDICTIONS)
     elif s.sampler == "ancestral":
-        raise ValueError(f"sampler 'ancestral' (config.sample.sampler) walks a discrete schedule's T steps; {objective} "
-                         f"samples a continuous process: use one of {', '.join(sampling.SAMPLERS[1:])}.")
+        raise ValueError(f"sampler 'ancestral' (config.sample.sampler) walks a discrete schedule's T steps; "
+                         f"{objective} samples a continuous process: use one of {', '.join(sampling.SAMPLERS[1:])}.")
     check_choice("variance (config.diffusion.variance)", d.variance, diffusion.VARIANCES)
     check_choice("loss type (config.diffusion.loss_type)", d.loss_type, losses.LOSS_TYPES)
     check_choice("weighting (config.diffusion.weighting)", d.weighting, losses.WEIGHTINGS)

@@ -24,6 +24,7 @@ from ddpm_jax.models.unet1d import UNet1D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 OBJECTIVES = ("ddpm", "vdm", "flow", "edm")
+CONTINUOUS_OBJECTIVES = ("flow", "edm")  # sampled on a continuous process: no "ancestral", no bits/dim
 ARCHITECTURES = {"unet": UNet, "unet1d": UNet1D}  # config.model.arch: images [B, H, W, C], sequences [B, L, C]
 
 
@@ -59,23 +60,15 @@ def objective(config: ml_collections.ConfigDict) -> str:
     name = d.get("objective", "ddpm")
     validation.check_choice("objective (config.diffusion.objective)", name, OBJECTIVES)
     if name == "edm":
-        if (d.prediction != "x0" or d.variance == "learned_range" or d.loss_type != "mse" or d.weighting != "none"
-                or d.get("importance_sampling", False)):
-            raise ValueError("EDM trains its preconditioned denoiser, an x0 model, with its own weighting: it needs "
-                             "config.diffusion.prediction = 'x0', variance other than 'learned_range', loss_type "
-                             f"'mse', weighting 'none' and importance_sampling False; got {d.prediction!r}, "
-                             f"{d.variance!r}, {d.loss_type!r}, {d.weighting!r}, {d.get('importance_sampling', False)}.")
+        _check_plain_mse(d, "EDM trains its preconditioned denoiser, an x0 model, with its own weighting: it needs "
+                            "config.diffusion.prediction = 'x0', ", prediction="x0")
     if name == "flow":
         validation.check_choice("prediction of flow matching (config.diffusion.prediction)", d.prediction,
                                 objectives.flow.PREDICTIONS)
         validation.check_choice("flow matching's t distribution (config.diffusion.flow.t_distribution)",
                                 _flow_t_distribution(config), processes.T_DISTRIBUTIONS)
-        if (d.variance == "learned_range" or d.loss_type != "mse" or d.weighting != "none"
-                or d.get("importance_sampling", False)):
-            raise ValueError("flow matching regresses its prediction's target with a plain MSE: it needs "
-                             "config.diffusion.variance other than 'learned_range', loss_type 'mse', weighting 'none' "
-                             f"and importance_sampling False; got {d.variance!r}, {d.loss_type!r}, {d.weighting!r}, "
-                             f"{d.get('importance_sampling', False)}.")
+        _check_plain_mse(d, "flow matching regresses its prediction's target with a plain MSE: it needs "
+                            "config.diffusion.")
     if name == "vdm":
         if "vdm" not in d:
             raise ValueError("config.diffusion.objective = 'vdm' needs the section config.diffusion.vdm (schedule, "
@@ -102,6 +95,19 @@ def data_options(config: ml_collections.ConfigDict) -> dict:
 def data_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
     """The shape of one example of config.data: (H, W, C) for images, (context + horizon, C) for series."""
     return data.image_shape(config.data.source, **data_options(config))
+
+
+def _check_plain_mse(d: ml_collections.ConfigDict, needs: str, prediction: str | None = None) -> None:
+    """A continuous-process objective (CONTINUOUS_OBJECTIVES) trains a plain MSE: refuse a learned variance, another
+    loss type or weighting, importance sampling and (given `prediction`) another prediction; `needs` starts the
+    message."""
+    importance = d.get("importance_sampling", False)
+    if ((prediction is not None and d.prediction != prediction) or d.variance == "learned_range"
+            or d.loss_type != "mse" or d.weighting != "none" or importance):
+        got = ([repr(d.prediction)] if prediction is not None else []) + [
+            repr(d.variance), repr(d.loss_type), repr(d.weighting), str(importance)]
+        raise ValueError(f"{needs}variance other than 'learned_range', loss_type 'mse', weighting 'none' and "
+                         f"importance_sampling False; got {', '.join(got)}.")
 
 
 def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM | TextUNet:

@@ -114,7 +114,7 @@ def evaluate(
     options = runs.sampler_options(config, sampler, num_steps, spacing, eta)
     sampler = options["sampler"]
     sampler_info = dict(name=sampler, clip_denoised=bool(options["clip_denoised"]))
-    continuous = configs.objective(config) in ("flow", "edm")
+    continuous = configs.objective(config) in configs.CONTINUOUS_OBJECTIVES
     if continuous and bpd_examples != 0:
         raise ValueError(f"objective {configs.objective(config)!r} defines no bits/dim here (its likelihood needs the "
                          "ODE's divergence): pass bpd_examples=0 (--bpd-examples 0) with a feature network for "
@@ -179,7 +179,7 @@ def evaluate(
         image_shape = run.image_shape()
         labels = None
         if model.num_classes is not None:  # class-conditional: balanced labels, no guidance
-            labels = np.arange(num_samples, dtype=np.int32) % model.num_classes
+            labels = runs.balanced_labels(num_samples, model.num_classes)
             sampler_info["labels"] = "balanced (i mod num_classes)"
         bar = tqdm(total=num_samples, unit="img", desc=f"sampling (step {step})", disable=not progress)
         t0 = time.perf_counter()

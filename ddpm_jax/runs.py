@@ -207,6 +207,12 @@ def sampler_options(config: ml_collections.ConfigDict, sampler: str | None = Non
     return options
 
 
+def balanced_labels(num_samples: int, num_classes: int) -> np.ndarray:
+    """The labels a class-conditional run samples with when none are given: sample i of class i mod num_classes,
+    int32 [num_samples]."""
+    return np.arange(num_samples, dtype=np.int32) % num_classes
+
+
 def sample(
     config: ml_collections.ConfigDict,
     params,
@@ -240,7 +246,7 @@ def sample(
         raise ValueError("labels were given but the model is unconditional (config.model.num_classes is None).")
     if model.num_classes is not None:
         if labels is None:
-            labels = np.arange(num_samples, dtype=np.int32) % model.num_classes
+            labels = balanced_labels(num_samples, model.num_classes)
         validation.check_labels(labels, model.num_classes, "sampling")
     validation.check_guidance(guidance_scale, conditional, labels is not None)
     return sampling.sample_sharded(

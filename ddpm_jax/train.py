@@ -452,7 +452,8 @@ def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
     step_fn = functools.partial(
         train_step, model=configs.create_model(config), optimizer=create_optimizer(config),
         objective=configs.create_objective(config), ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
-        label_dropout=t_cfg.get("label_dropout", 0.0), encoder=None if autoencoder is None else latent_encoder(autoencoder),
+        label_dropout=t_cfg.get("label_dropout", 0.0),
+        encoder=None if autoencoder is None else latent_encoder(autoencoder),
     )
     return make_multi_step(step_fn, steps, devices)
 

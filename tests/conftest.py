@@ -27,6 +27,21 @@ def mock_tfds_array_record(num_examples):
         yield
 
 
+@contextlib.contextmanager
+def read_only_directory(path, monkeypatch):
+    """Make the existing directory `path` read-only for the block (as root, who writes anyway, by making os.access
+    report it so, as on a read-only filesystem); its permissions are restored after."""
+    path.chmod(0o555)
+    if os.geteuid() == 0:
+        access = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p).startswith(str(path))
+                            and mode & os.W_OK else access(p, mode, **kw))
+    try:
+        yield path
+    finally:
+        path.chmod(0o755)
+
+
 class _NoTensorFlow(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "tensorflow" or name.startswith("tensorflow."):

@@ -55,6 +55,7 @@ from PIL import Image
 
 from ddpm_jax import checkpoint, configs, data, evaluate, runs, text_to_image, train, viz
 from ddpm_jax.__main__ import main
+from conftest import read_only_directory
 from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -307,13 +308,8 @@ def test_missing_config_file(tmp_path, capsys):
 def test_read_only_output_directory(run, tmp_path, monkeypatch, capsys):
     readonly = tmp_path / "readonly"
     readonly.mkdir()
-    readonly.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anyway: make the filesystem look read-only, as os.access reports it
-        access = os.access
-        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).startswith(str(readonly))
-                            and mode & os.W_OK else access(path, mode, **kw))
     monkeypatch.setattr(runs, "load_run", lambda *a, **k: pytest.fail("loaded the run"))
-    try:
+    with read_only_directory(readonly, monkeypatch):
         for argv, purpose in [
             (["sample", "--out", str(readonly / "grid.png")], "the sample grid and its .npz go there"),
             (["img2img", "--input", "in.png", "--out", str(readonly / "sub" / "x.png")], "the grid and its .npz go"),
@@ -324,8 +320,6 @@ def test_read_only_output_directory(run, tmp_path, monkeypatch, capsys):
             err = _err(capsys)
             assert f"is not writable ({str(readonly)!r} is on a read-only filesystem or lacks write permission): " \
                    f"{purpose}" in err, argv
-    finally:
-        readonly.chmod(0o755)
     assert not list(readonly.iterdir())
 
 

@@ -34,6 +34,7 @@ import pytest
 from ddpm_jax import checkpoint, config_schema, configs, runs, train, validation, viz
 from ddpm_jax.__main__ import main
 from ddpm_jax.metrics import inception
+from conftest import read_only_directory
 from test_train import _leaves_equal, interrupt, tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -168,16 +169,9 @@ def test_workdir_that_is_a_file(tmp_path):
 def test_read_only_workdir(tmp_path, monkeypatch):
     workdir = tmp_path / "run"
     workdir.mkdir()
-    workdir.chmod(0o555)
-    if os.geteuid() == 0:  # root writes anyway: make the filesystem look read-only, as os.access reports it
-        access = os.access
-        monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).startswith(str(workdir))
-                            and mode & os.W_OK else access(path, mode, **kw))
-    try:
+    with read_only_directory(workdir, monkeypatch):
         with pytest.raises(ValueError, match=r"is not writable .*training writes its config, checkpoints"):
             train.train_and_evaluate(tiny_config(), str(workdir), progress=False)
-    finally:
-        workdir.chmod(0o755)
     assert not list(workdir.iterdir())
 
 

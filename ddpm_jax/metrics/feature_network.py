@@ -126,7 +126,7 @@ def extract_features(network: FeatureNetwork, batches: Iterable[Any], num_exampl
     With `num_examples`, stops after that many images and raises ValueError if the batches hold fewer.
     """
     _check_num_examples(num_examples)
-    keys = keys or (("features", "logits") if network.has_logits else ("features",))
+    keys = keys or network.output_keys()
     parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     total = 0
     for images in iterate_images(batches, num_examples):
@@ -175,10 +175,7 @@ def extract_features_sharded(network: FeatureNetwork, images: np.ndarray, *,
         rows = np.asarray(transform(rows) if transform is not None else rows)
         if network.apply is not None:
             return pmapped(params, rows.reshape(index.shape + rows.shape[1:]))
-        out = network(rows)
-        missing = [k for k in keys if k not in out]
-        if missing:
-            raise ValueError(f"Feature network {network.name!r} returned no {missing} (keys: {sorted(out)}).")
+        out = _check_keys(network.name, network(rows), keys)
         return {k: np.asarray(out[k], np.float32).reshape(index.shape + np.shape(out[k])[1:]) for k in keys}
 
     out = parallel.map_sharded(round_fn, n, per_device_batch=per_device, devices=devices, progress=progress)
@@ -194,13 +191,18 @@ def _pmapped_features(apply: Callable, name: str, keys: tuple[str, ...], devices
     """pmap of params, images [per_device, H, W, C] -> {key: float32 [per_device, ...]}, params replicated."""
 
     def features(params, images):
-        out = apply(params, images)
-        missing = [k for k in keys if k not in out]
-        if missing:
-            raise ValueError(f"Feature network {name!r} returned no {missing} (keys: {sorted(out)}).")
+        out = _check_keys(name, apply(params, images), keys)
         return {k: out[k].astype(np.float32) for k in keys}
 
     return parallel.pmap(features, devices=devices)
+
+
+def _check_keys(name: str, out: Mapping[str, Any], keys: tuple[str, ...]) -> Mapping[str, Any]:
+    """`out` of feature network `name` if it holds every one of `keys`, else ValueError naming those missing."""
+    missing = [k for k in keys if k not in out]
+    if missing:
+        raise ValueError(f"Feature network {name!r} returned no {missing} (keys: {sorted(out)}).")
+    return out
 
 
 def load_cached_statistics(network: FeatureNetwork, cache_path: str | os.PathLike | None, *,
