@@ -23,7 +23,7 @@ def validate_config(config, *, training: bool = True) -> None:
         check_choice("prediction (config.diffusion.prediction)", d.prediction, diffusion.PREDICTIONS)
     elif s.sampler == "ancestral":
         raise ValueError(f"sampler 'ancestral' (config.sample.sampler) walks a discrete schedule's T steps; "
-                         f"{objective} samples a continuous process: use one of {', '.join(sampling.SAMPLERS[1:])}.")
+                         f"{objective} samples a continuous process: use one of {', '.join(n for n, r in sampling.SAMPLERS.items() if not r.discrete_only)}.")
     check_choice("variance (config.diffusion.variance)", d.variance, diffusion.VARIANCES)
     check_choice("loss type (config.diffusion.loss_type)", d.loss_type, losses.LOSS_TYPES)
     check_choice("weighting (config.diffusion.weighting)", d.weighting, losses.WEIGHTINGS)

@@ -8,8 +8,9 @@ An experiment config has the sections seed, data, model, diffusion, train, sampl
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax.numpy as jnp
 import ml_collections
@@ -23,8 +24,6 @@ from ddpm_jax.models.time_scaled import EDMPreconditioned, TimeScaled
 from ddpm_jax.models.unet1d import UNet1D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-OBJECTIVES = ("ddpm", "vdm", "flow", "edm")
-CONTINUOUS_OBJECTIVES = ("flow", "edm")  # sampled on a continuous process: no "ancestral", no bits/dim
 ARCHITECTURES = {"unet": UNet, "unet1d": UNet1D}  # config.model.arch: images [B, H, W, C], sequences [B, L, C]
 
 
@@ -44,7 +43,8 @@ def base_config() -> ml_collections.ConfigDict:
                    ema_decay=0.9999, ema_warmup=False, label_dropout=0.0, steps_per_call=1,
                    log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3,
                    async_checkpointing=True, checkpoint_if_busy="skip"),
-        sample=dict(sampler="ddim", num_steps=50, spacing=None, eta=0.0, num_images=64, clip_denoised=True,
+        # sampler: `sampling.DEFAULT_SAMPLER`; num_steps and spacing None: the sampler's own (`sampling.SAMPLERS`)
+        sample=dict(sampler="dpm++2m", num_steps=None, spacing=None, eta=0.0, num_images=64, clip_denoised=True,
                     per_device_batch=None),
     ))
 
@@ -56,31 +56,9 @@ def objective(config: ml_collections.ConfigDict) -> str:
     dict(t_distribution="uniform" | "logit_normal"), optional; see experiments/digits_flow.py), or "edm", Karras et
     al. 2022's preconditioned x0 model and weighted loss on `processes.edm` (config.diffusion.edm, optional; see
     experiments/digits_edm.py), checked here."""
-    d = config.diffusion
-    name = d.get("objective", "ddpm")
+    name = config.diffusion.get("objective", "ddpm")
     validation.check_choice("objective (config.diffusion.objective)", name, OBJECTIVES)
-    if name == "edm":
-        _check_plain_mse(d, "EDM trains its preconditioned denoiser, an x0 model, with its own weighting: it needs "
-                            "config.diffusion.prediction = 'x0', ", prediction="x0")
-    if name == "flow":
-        validation.check_choice("prediction of flow matching (config.diffusion.prediction)", d.prediction,
-                                objectives.flow.PREDICTIONS)
-        validation.check_choice("flow matching's t distribution (config.diffusion.flow.t_distribution)",
-                                _flow_t_distribution(config), processes.T_DISTRIBUTIONS)
-        _check_plain_mse(d, "flow matching regresses its prediction's target with a plain MSE: it needs "
-                            "config.diffusion.")
-    if name == "vdm":
-        if "vdm" not in d:
-            raise ValueError("config.diffusion.objective = 'vdm' needs the section config.diffusion.vdm (schedule, "
-                             "gamma_min, gamma_max, schedule_features, loss_steps, antithetic): see "
-                             "experiments/digits_vdm.py.")
-        validation.check_choice("VDM schedule (config.diffusion.vdm.schedule)", d.vdm.schedule, vdm.SCHEDULES)
-        validation.check_count("config.diffusion.vdm.loss_steps", d.vdm.loss_steps, 0)
-        if d.prediction != "eps" or d.variance == "learned_range" or d.get("importance_sampling", False):
-            raise ValueError("a VDM predicts eps with a fixed reverse variance and samples t itself: it needs "
-                             "config.diffusion.prediction = 'eps', variance 'fixed_small' or 'fixed_large' and "
-                             f"importance_sampling False; got {d.prediction!r}, {d.variance!r}, "
-                             f"{d.get('importance_sampling', False)}.")
+    OBJECTIVES[name].check(config)
     return name
 
 
@@ -119,38 +97,23 @@ def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM | TextUNet
     text = m.get("text", None)
     validation.check_choice("model dtype", m.get("dtype", "float32"), tuple(DTYPES))
     validation.check_choice("model architecture (config.model.arch)", m.get("arch", "unet"), tuple(ARCHITECTURES))
-    net = ARCHITECTURES[m.get("arch", "unet")](
-        ch=m.ch,
-        ch_mult=tuple(m.ch_mult),
-        num_res_blocks=m.num_res_blocks,
-        attn_resolutions=tuple(m.attn_resolutions),
-        dropout=m.dropout,
-        learn_sigma=config.diffusion.variance == "learned_range",
-        scale_shift_norm=m.get("scale_shift_norm", False),
-        num_classes=m.get("num_classes", None),
-        num_heads=m.get("num_heads", 1),
-        norm_groups=m.get("norm_groups", 32),
-        dtype=DTYPES[m.get("dtype", "float32")],
-        remat=m.get("remat", False),
-        fourier_features=tuple(m.get("fourier_features", ())),
-        patch_size=m.get("patch_size", 1),
-        cross_attention=text is not None,
-        cross_attention_positions=m.get("cross_attention_positions", False),
-    )
+    net = module_from_section(ARCHITECTURES[m.get("arch", "unet")], m,
+                              learn_sigma=config.diffusion.variance == "learned_range",
+                              dtype=DTYPES[m.get("dtype", "float32")], cross_attention=text is not None)
     if text is not None:
         encoder = TextEncoder(vocab_size=tokenizer(config).vocab_size, max_length=text.max_length, width=text.width,
                               depth=text.depth, num_heads=text.num_heads, dtype=net.dtype)
         return TextUNet(unet=net, encoder=encoder)
-    if objective(config) == "ddpm":
-        return net
-    if objective(config) == "flow":
-        return TimeScaled(net=net, scale=float(config.diffusion.num_timesteps))
-    if objective(config) == "edm":
-        return EDMPreconditioned(net=net, sigma_data=_edm_process(config).sigma_data,
-                                 scale=float(config.diffusion.num_timesteps))
-    v = config.diffusion.vdm
-    return vdm.VDM(unet=net, schedule=v.schedule, gamma_min=v.gamma_min, gamma_max=v.gamma_max,
-                   schedule_features=v.schedule_features, num_timesteps=config.diffusion.num_timesteps)
+    return OBJECTIVES[objective(config)].model(config, net)
+
+
+def module_from_section(cls, section: ml_collections.ConfigDict, **derived):
+    """`cls(**fields)`: every field of the Flax module `cls` that the config section sets (sequences as tuples; the
+    section's other keys, such as arch or text, are not fields and are left out), then `derived` (fields computed
+    from elsewhere in the config, which win)."""
+    names = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+    given = {k: tuples(v) for k, v in section.to_dict().items() if k in names}
+    return cls(**dict(given, **derived))
 
 
 def tokenizer(config: ml_collections.ConfigDict) -> Tokenizer:
@@ -183,35 +146,13 @@ def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules
     """The process the samplers use: the discrete schedule (also DDPM's VLB's); a VDM's is its gamma on the T-grid
     (`vdm.sampling_schedule`), which for a learned schedule lives in the params: pass them; flow matching's is
     `processes.rectified_flow`."""
-    d = config.diffusion
-    if objective(config) == "flow":
-        return processes.rectified_flow(_flow_t_distribution(config))
-    if objective(config) == "edm":
-        return _edm_process(config)
-    if objective(config) == "vdm":
-        if params is not None:
-            return vdm.sampling_schedule(create_model(config), params)
-        if d.vdm.schedule == "learned":
-            raise ValueError("a learned VDM schedule is part of the params: call create_schedule(config, params).")
-        fixed = {"linear": vdm.linear_gamma, "cosine": vdm.cosine_gamma}[d.vdm.schedule]
-        return vdm.discrete_schedule(fixed(d.vdm.gamma_min, d.vdm.gamma_max), d.num_timesteps)
-    betas = schedules.get_betas(
-        d.schedule, d.num_timesteps, zero_terminal_snr=d.get("zero_terminal_snr", False),
-        **dict(d.get("schedule_options", {})),
-    )
-    return schedules.make_schedule(betas)
+    return OBJECTIVES[objective(config)].process(config, params)
 
 
 def create_objective(config: ml_collections.ConfigDict):
     """The training objective of config.diffusion (`ddpm_jax.objectives`): DDPM's denoising loss on the config's
     schedule with its loss options, VDM's VLB, or flow matching."""
-    if objective(config) == "vdm":
-        return objectives.VDM(loss_options(config))
-    if objective(config) == "flow":
-        return objectives.flow_matching(config.diffusion.prediction, _flow_t_distribution(config))
-    if objective(config) == "edm":
-        return objectives.edm(_edm_process(config))
-    return objectives.Denoising(create_schedule(config), loss_options(config))
+    return OBJECTIVES[objective(config)].objective(config)
 
 
 def _edm_process(config: ml_collections.ConfigDict) -> processes.EDM:
@@ -226,18 +167,115 @@ def _flow_t_distribution(config: ml_collections.ConfigDict) -> str:
 
 def loss_options(config: ml_collections.ConfigDict) -> dict:
     """Keyword arguments of `losses.training_losses` from config.diffusion (of `vdm.training_loss_and_grads` for a
-    VDM)."""
+    VDM): the objective's own (`create_objective(config).loss_options`)."""
+    return create_objective(config).loss_options
+
+
+# ---------------------------------------------------------------- one row per objective
+
+
+def _ddpm_loss_options(config: ml_collections.ConfigDict) -> dict:
     d = config.diffusion
-    if objective(config) == "vdm":
-        return dict(num_steps=d.vdm.loss_steps, antithetic=d.vdm.antithetic)
-    if objective(config) == "flow":
-        return dict(prediction=d.prediction)
-    if objective(config) == "edm":
-        return dict(prediction="x0", weighting="edm")
     return dict(
         prediction=d.prediction, variance=d.variance, loss_type=d.loss_type, weighting=d.weighting,
         hybrid_lambda=d.hybrid_lambda, min_snr_gamma=d.min_snr_gamma, p2_k=d.p2_k, p2_gamma=d.p2_gamma,
     )
+
+
+def _discrete_schedule(config: ml_collections.ConfigDict, params=None) -> schedules.Schedule:
+    d = config.diffusion
+    betas = schedules.get_betas(
+        d.schedule, d.num_timesteps, zero_terminal_snr=d.get("zero_terminal_snr", False),
+        **dict(d.get("schedule_options", {})),
+    )
+    return schedules.make_schedule(betas)
+
+
+def _check_flow(config: ml_collections.ConfigDict) -> None:
+    d = config.diffusion
+    validation.check_choice("prediction of flow matching (config.diffusion.prediction)", d.prediction,
+                            objectives.flow.PREDICTIONS)
+    validation.check_choice("flow matching's t distribution (config.diffusion.flow.t_distribution)",
+                            _flow_t_distribution(config), processes.T_DISTRIBUTIONS)
+    _check_plain_mse(d, "flow matching regresses its prediction's target with a plain MSE: it needs "
+                        "config.diffusion.")
+
+
+def _check_edm(config: ml_collections.ConfigDict) -> None:
+    _check_plain_mse(config.diffusion, "EDM trains its preconditioned denoiser, an x0 model, with its own weighting: "
+                                       "it needs config.diffusion.prediction = 'x0', ", prediction="x0")
+
+
+def _check_vdm(config: ml_collections.ConfigDict) -> None:
+    d = config.diffusion
+    if "vdm" not in d:
+        raise ValueError("config.diffusion.objective = 'vdm' needs the section config.diffusion.vdm (schedule, "
+                         "gamma_min, gamma_max, schedule_features, loss_steps, antithetic): see "
+                         "experiments/digits_vdm.py.")
+    validation.check_choice("VDM schedule (config.diffusion.vdm.schedule)", d.vdm.schedule, vdm.SCHEDULES)
+    validation.check_count("config.diffusion.vdm.loss_steps", d.vdm.loss_steps, 0)
+    if d.prediction != "eps" or d.variance == "learned_range" or d.get("importance_sampling", False):
+        raise ValueError("a VDM predicts eps with a fixed reverse variance and samples t itself: it needs "
+                         "config.diffusion.prediction = 'eps', variance 'fixed_small' or 'fixed_large' and "
+                         f"importance_sampling False; got {d.prediction!r}, {d.variance!r}, "
+                         f"{d.get('importance_sampling', False)}.")
+
+
+def _vdm_model(config: ml_collections.ConfigDict, net) -> vdm.VDM:
+    v = config.diffusion.vdm
+    return vdm.VDM(unet=net, schedule=v.schedule, gamma_min=v.gamma_min, gamma_max=v.gamma_max,
+                   schedule_features=v.schedule_features, num_timesteps=config.diffusion.num_timesteps)
+
+
+def _vdm_schedule(config: ml_collections.ConfigDict, params=None) -> schedules.Schedule:
+    """A VDM's gamma on the T-grid (`vdm.sampling_schedule`); a learned schedule lives in the params."""
+    d = config.diffusion
+    if params is not None:
+        return vdm.sampling_schedule(create_model(config), params)
+    if d.vdm.schedule == "learned":
+        raise ValueError("a learned VDM schedule is part of the params: call create_schedule(config, params).")
+    fixed = {"linear": vdm.linear_gamma, "cosine": vdm.cosine_gamma}[d.vdm.schedule]
+    return vdm.discrete_schedule(fixed(d.vdm.gamma_min, d.vdm.gamma_max), d.num_timesteps)
+
+
+def _time_scale(config: ml_collections.ConfigDict) -> float:
+    """A continuous level fed to the U-Net as T t (`models.time_scaled`): the time range its embedding was made for."""
+    return float(config.diffusion.num_timesteps)
+
+
+class ObjectiveRecipe(NamedTuple):
+    """How a config builds one objective (config.diffusion.objective): its checks of config.diffusion, the model
+    around the network, the process the samplers use (given the params, for a learned one), the training
+    objective (`ddpm_jax.objectives`). A new objective is its module in objectives/ and one row of `OBJECTIVES`."""
+
+    check: Callable
+    model: Callable
+    process: Callable
+    objective: Callable
+    continuous: bool = False  # sampled on a continuous process: no "ancestral", no bits/dim
+
+
+OBJECTIVES = {
+    "ddpm": ObjectiveRecipe(
+        check=lambda config: None, model=lambda config, net: net, process=_discrete_schedule,
+        objective=lambda config: objectives.Denoising(_discrete_schedule(config), _ddpm_loss_options(config))),
+    "vdm": ObjectiveRecipe(
+        check=_check_vdm, model=_vdm_model, process=_vdm_schedule,
+        objective=lambda config: objectives.VDM(dict(num_steps=config.diffusion.vdm.loss_steps,
+                                                     antithetic=config.diffusion.vdm.antithetic))),
+    "flow": ObjectiveRecipe(
+        check=_check_flow, model=lambda config, net: TimeScaled(net=net, scale=_time_scale(config)),
+        process=lambda config, params=None: processes.rectified_flow(_flow_t_distribution(config)),
+        objective=lambda config: objectives.flow_matching(config.diffusion.prediction, _flow_t_distribution(config)),
+        continuous=True),
+    "edm": ObjectiveRecipe(
+        check=_check_edm,
+        model=lambda config, net: EDMPreconditioned(net=net, sigma_data=_edm_process(config).sigma_data,
+                                                    scale=_time_scale(config)),
+        process=lambda config, params=None: _edm_process(config),
+        objective=lambda config: objectives.edm(_edm_process(config)), continuous=True),
+}
+CONTINUOUS_OBJECTIVES = tuple(name for name, row in OBJECTIVES.items() if row.continuous)
 
 
 # ---------------------------------------------------------------- config files and overrides

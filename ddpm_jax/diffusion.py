@@ -157,6 +157,20 @@ def prediction_channels(model_output, x_t):
 # ---------------------------------------------------------------- reverse process p(x_{t-1} | x_t)
 
 
+def p_log_variance(sched: Schedule, model_output, x_t, t, variance: str = "fixed_small"):
+    """log of p_theta(x_{t-1} | x_t)'s variance [B, ...]: log beta~_t ("fixed_small"), log beta_t ("fixed_large";
+    beta~_1 at t = 0 as in the reference code), or v log beta_t + (1 - v) log beta~_t with v mapped from [-1, 1] to
+    [0, 1] ("learned_range", ND eq. 15; v is the second half of model_output's 2C channels)."""
+    _, var_values = split_model_output(model_output, x_t, variance)
+    if variance == "learned_range":
+        frac = (var_values + 1.0) / 2.0
+        min_log = at(sched.posterior_log_variance_clipped, t, x_t)
+        max_log = at(sched.log_betas, t, x_t)
+        return frac * max_log + (1.0 - frac) * min_log
+    table = sched.posterior_log_variance_clipped if variance == "fixed_small" else sched.fixed_large_log_variance
+    return jnp.broadcast_to(at(table, t, x_t), x_t.shape)
+
+
 def p_mean_variance(
     sched: Schedule,
     model_output,
@@ -169,20 +183,12 @@ def p_mean_variance(
 ):
     """Moments of p_theta(x_{t-1} | x_t): dict(mean, variance, log_variance, pred_x0), each [B, ...].
 
-    The mean is the posterior mean mu~_t(pred_x0, x_t) (Ho eq. 7 with eq. 11's x_0). The variance is
-    beta~_t ("fixed_small"), beta_t ("fixed_large"; beta~_1 at t = 0 as in the reference code), or
-    exp(v log beta_t + (1 - v) log beta~_t) with v mapped from [-1, 1] to [0, 1] ("learned_range", ND eq. 15).
+    The mean is the posterior mean mu~_t(pred_x0, x_t) (Ho eq. 7 with eq. 11's x_0); the variance as
+    `p_log_variance`.
     """
     check_choice("prediction", prediction, PREDICTIONS)
-    pred, var_values = split_model_output(model_output, x_t, variance)
-    if variance == "learned_range":
-        frac = (var_values + 1.0) / 2.0
-        min_log = at(sched.posterior_log_variance_clipped, t, x_t)
-        max_log = at(sched.log_betas, t, x_t)
-        log_variance = frac * max_log + (1.0 - frac) * min_log
-    else:
-        table = sched.posterior_log_variance_clipped if variance == "fixed_small" else sched.fixed_large_log_variance
-        log_variance = jnp.broadcast_to(at(table, t, x_t), x_t.shape)
+    log_variance = p_log_variance(sched, model_output, x_t, t, variance)
+    pred, _ = split_model_output(model_output, x_t, variance)
     pred_x0, _ = x0_and_eps(sched, pred, x_t, t, prediction, clip_denoised)
     mean, _, _ = q_posterior_mean_variance(sched, pred_x0, x_t, t)
     return dict(mean=mean, variance=jnp.exp(log_variance), log_variance=log_variance, pred_x0=pred_x0)

@@ -10,16 +10,13 @@ Images are [B, H, W, C] float32 in [-1, 1]; per-sample randomness comes from fol
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
-import jax
 import jax.numpy as jnp
-import numpy as np
 
-from ddpm_jax import diffusion, functional, sampling, schedules
+from ddpm_jax import diffusion, sampling
 from ddpm_jax.keys import example_keys
-from ddpm_jax.reverse_loop import known_pixels, per_sample_normal, reverse_loop
+from ddpm_jax.reverse_loop import check_known, per_sample_normal
 from ddpm_jax.schedules import Schedule
 
 
@@ -37,7 +34,7 @@ def img2img(
     images,
     *,
     strength: float,
-    sampler: str = "dpm++2m",
+    sampler: str = sampling.DEFAULT_SAMPLER,
     num_steps: int | None = None,
     spacing: str | None = None,
     first_index: int = 0,
@@ -72,7 +69,7 @@ def inpaint(
     images,
     mask,
     *,
-    sampler: str = "dpm++2m",
+    sampler: str = sampling.DEFAULT_SAMPLER,
     num_steps: int | None = None,
     spacing: str | None = None,
     resample: int = 1,
@@ -88,61 +85,23 @@ def inpaint(
     shape broadcastable to the images ([B, H, W, 1], [H, W, 1], ...), values in [0, 1].
     resample: RePaint's U: each step is taken U times, the result re-noised back to the step's start level
     (q(x_t | x_{t'}), eq. 9) between the tries, so the generated pixels harmonize with the known ones (U = 1: no
-    resampling). Resampling needs a one-step sampler and runs DDIM steps ("ddim", or "ancestral" as DDIM over all
-    T steps with eta 1, i.e. ancestral steps with the posterior variance); eta defaults to 1 then. Other keywords
-    go to `sampling.sample`. Returns the inpainted images [B, H, W, C].
+    resampling). Resampling runs DDIM steps ("ddim", or "ancestral" as DDIM over all T steps with eta 1, i.e.
+    ancestral steps with the posterior variance); eta defaults to 1 then. Other keywords go to `sampling.sample`.
+    Returns the inpainted images [B, H, W, C].
     """
     images = _check_images(images)
-    known = sampling.check_known((images, mask), images.shape)
-    if not isinstance(resample, (int, np.integer)) or resample < 1:
-        raise ValueError(f"resample must be an integer >= 1 (RePaint's U; 1 = none), got {resample!r}.")
-    if resample == 1:
-        if eta is not None:
-            sample_options["eta"] = eta
-        return sampling.sample(model_fn, sched, rng, images.shape, sampler=sampler, num_steps=num_steps,
-                               spacing=spacing, first_index=first_index, known=known, **sample_options)
-    if sampler not in ("ddim", "ancestral"):
-        raise ValueError(f"resampling (resample={resample}) needs a one-step stochastic sampler: 'ddim' or "
-                         f"'ancestral'; got {sampler!r}.")
-    timesteps = sampling.sampler_timesteps(sched, sampler, num_steps, spacing)
-    eta = 1.0 if eta is None else eta
-    prediction = sample_options.pop("prediction", "eps")
-    clip_denoised = sample_options.pop("clip_denoised", False)
-    sample_options.pop("variance", None)  # the steps are DDIM's: eta sets their variance
-    if sample_options:
-        raise ValueError(f"inpaint with resampling takes no {', '.join(sorted(sample_options))}.")
-    return _repaint(functional.as_pytree(model_fn), sched, rng, known, jnp.float32(eta), jnp.int32(first_index),
-                    tuple(int(t) for t in timesteps), int(resample), prediction, bool(clip_denoised))
-
-
-@functools.partial(jax.jit, static_argnames=("timesteps", "resample", "prediction", "clip_denoised"))
-def _repaint(model_fn, sched, rng, known, eta, first_index, timesteps, resample, prediction, clip_denoised):
-    """DDIM steps over `timesteps` (then to alpha_bar = 1), each taken `resample` times (RePaint, alg. 1)."""
-    images = known[0]
-    batch, T = images.shape[0], sched.num_timesteps
-    ts = np.asarray(timesteps, np.int32)
-    keys = example_keys(rng, batch, first_index)
-    lv = schedules.levels(sched, ts)
-    project = known_pixels(known, keys, lv.alpha, lv.sigma, T)
-
-    def step(x, i):
-        t = jnp.full((batch,), lv.t[i], jnp.int32)
-        t_prev = jnp.full((batch,), lv.t[i + 1], jnp.int32)
-        back = (lv.alpha[i] / lv.alpha[i + 1]) ** 2  # alpha_bar_t / alpha_bar_t': q(x_t | x_t') = N(sqrt(back) x, 1 - back)
-
-        def attempt(u, carry):
-            x, _ = carry
-            # Try u draws its step noise from fold_in(key, t + 3uT) and its re-noising from fold_in(key, t + (3u+1)T):
-            # apart from the sampler's (t) and the known pixels' (T + 1 + i) draws.
-            noise = per_sample_normal(keys, lv.t[i] + 3 * u * T, images.shape)
-            x_next, x0 = sampling.ddim_step(sched, model_fn(x, t), x, t, t_prev, noise, eta, prediction=prediction,
-                                            clip_denoised=clip_denoised)
-            x_next = project(x_next, i)
-            z = per_sample_normal(keys, lv.t[i] + (3 * u + 1) * T, images.shape)
-            renoised = jnp.sqrt(back) * x_next + jnp.sqrt(1.0 - back) * z
-            return jnp.where(u < resample - 1, renoised, x_next), x0
-
-        return jax.lax.fori_loop(0, resample, attempt, (x, jnp.zeros_like(x)))
-
-    x_T = per_sample_normal(keys, T, images.shape)
-    return reverse_loop(step, x_T, ts, 0)[0]
+    known = check_known((images, mask), images.shape)
+    sampling.check_resample(resample)
+    if resample != 1:
+        if sampler not in ("ddim", "ancestral"):
+            raise ValueError(f"resampling (resample={resample}) needs a one-step stochastic sampler: 'ddim' or "
+                             f"'ancestral'; got {sampler!r}.")
+        sample_options.update(timesteps=sampling.sampler_timesteps(sched, sampler, num_steps, spacing),
+                              eta=1.0 if eta is None else eta)
+        sample_options.pop("variance", None)  # the steps are DDIM's: eta sets their variance
+        sampler, num_steps, spacing, eta = "ddim", None, None, None
+    if eta is not None:
+        sample_options["eta"] = eta
+    return sampling.sample(model_fn, sched, rng, images.shape, sampler=sampler, num_steps=num_steps,
+                           spacing=spacing, first_index=first_index, known=known, resample=resample,
+                           **sample_options)

@@ -33,9 +33,8 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-from ddpm_jax import configs, data, metrics, parallel, runs, sampling, vdm
+from ddpm_jax import configs, data, metrics, parallel, runs, sampling
 from ddpm_jax.files import check_writable, write_text
-from ddpm_jax.likelihood import bits_per_dim_dataset, vdm_bits_per_dim_dataset
 from ddpm_jax.reference_stats import default_stats_dir, reference_features
 from ddpm_jax.sample_quality import (check_classifier_dataset, resolve_feature_network, sample_features,
                                      sample_metrics)
@@ -115,10 +114,9 @@ def evaluate(
     sampler = options["sampler"]
     sampler_info = dict(name=sampler, clip_denoised=bool(options["clip_denoised"]))
     continuous = configs.objective(config) in configs.CONTINUOUS_OBJECTIVES
-    if continuous and bpd_examples != 0:
-        raise ValueError(f"objective {configs.objective(config)!r} defines no bits/dim here (its likelihood needs the "
-                         "ODE's divergence): pass bpd_examples=0 (--bpd-examples 0) with a feature network for "
-                         "FID/IS/KID/precision-recall.")
+    objective = configs.create_objective(config)
+    if bpd_examples != 0:
+        objective.check_bits_per_dim()
     if sampler != "ancestral":
         steps, spacing = sampling.step_defaults(sampler, options["num_steps"], options["spacing"])
         sampler_info.update(num_steps=int(steps), spacing=None if continuous else spacing)
@@ -152,13 +150,7 @@ def evaluate(
         t0 = time.perf_counter()
         common = dict(max_value=a.max_value, labels=a.labels[:n] if conditional else None,
                       per_device_batch=bpd_per_device_batch, progress=lambda done, total: bar.update(done - bar.n))
-        if configs.objective(config) == "vdm":  # the continuous VLB of Kingma et al. (eq. 17 and its end terms)
-            out = vdm_bits_per_dim_dataset(vdm.bind_eps(model, params), vdm.bind_gamma(model, params),
-                                           a.images[:n], jax.random.fold_in(rng, 1), **common)
-        else:
-            out = bits_per_dim_dataset(
-                run.model_fn, sched, a.images[:n], jax.random.fold_in(rng, 1), prediction=config.diffusion.prediction,
-                variance=config.diffusion.variance, clip_denoised=True, **common)
+        out = objective.bits_per_dim_dataset(model, params, a.images[:n], jax.random.fold_in(rng, 1), **common)
         bar.close()
         walls["bpd"] = time.perf_counter() - t0
         bad = int(np.sum(~np.isfinite(out["bpd"])))

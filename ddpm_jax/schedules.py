@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ddpm_jax.validation import check_choice
+
 MAX_BETA = 0.999  # Nichol & Dhariwal clip betas of alpha_bar-defined schedules at 0.999 (their sec. 3.2).
 
 
@@ -192,6 +194,7 @@ def log_snr(sched: Schedule, t=None) -> jnp.ndarray:
 # ---------------------------------------------------------------- the levels a sampler visits
 
 SPACINGS = ("linspace", "leading", "trailing", "karras")
+SPACING_ALIASES = {"uniform": "leading"}  # the DDIM code's name for its skip, `ddim_sample`'s former default
 KARRAS_RHO = 7.0  # Karras et al. 2022, eq. 5
 
 
@@ -201,8 +204,8 @@ def spaced_timesteps(sched: Schedule, num_steps: int, spacing: str) -> np.ndarra
 
     "linspace": round(linspace(0, T - 1, N + 1))[::-1][:-1], diffusers' default for its multistep schedulers
       (starts at T - 1; N <= T - 1, since N = T would repeat a timestep).
-    "leading": the DDIM paper's range(0, T, T // N) reversed (its code's "uniform" skip, `ddim_sample`'s
-      default): more than N levels where N does not divide T (T = 1000, N = 15: 16 levels, 990 .. 0); diffusers'
+    "leading" (alias "uniform"): the DDIM paper's range(0, T, T // N) reversed (its code's "uniform" skip,
+      `ddim_sample`'s default): more than N levels where N does not divide T (T = 1000, N = 15: 16 levels, 990 .. 0); diffusers'
       "leading" keeps only the N smallest.
     "trailing": round(T - k T / N) - 1, k = 0 .. N - 1 (Lin et al. 2024, table 2): starts at T - 1.
     "karras": Karras et al. 2022 eq. 5, sigma_k = (sigma_max^(1/rho) + k / (N - 1) (sigma_min^(1/rho) -
@@ -216,25 +219,40 @@ def spaced_timesteps(sched: Schedule, num_steps: int, spacing: str) -> np.ndarra
     linspace, leading and trailing depend only on T; karras reads the schedule's values, so it needs a concrete
     Schedule (call it outside jit). Raises ValueError for num_steps outside [1, T] or an unknown spacing.
     """
-    if spacing not in SPACINGS:
-        raise ValueError(f"Unknown timestep spacing {spacing!r}; accepted: {', '.join(SPACINGS)}.")
-    T = sched.num_timesteps
+    spacing = SPACING_ALIASES.get(spacing, spacing)
+    if spacing == "karras":
+        check_choice("timestep spacing", spacing, SPACINGS)
+        _check_num_steps(num_steps, sched.num_timesteps)
+        return _karras_timesteps(sched, int(num_steps)).astype(np.int32)
+    return spaced_steps(sched.num_timesteps, num_steps, spacing)[::-1].copy()
+
+
+def _check_num_steps(num_steps, T: int) -> None:
     if not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
         raise ValueError(f"num_steps must be an integer in [1, {T}] (the schedule's T), got {num_steps!r}.")
+
+
+def spaced_steps(num_timesteps: int, num_steps: int, spacing: str) -> np.ndarray:
+    """The spacings that depend on T alone ("linspace", "leading" (alias "uniform"), "trailing"; see
+    `spaced_timesteps`), INCREASING: int32 [N]."""
+    spacing = SPACING_ALIASES.get(spacing, spacing)
+    if spacing == "karras":
+        raise ValueError("spacing 'karras' reads a schedule's sigmas: use schedules.spaced_timesteps(sched, ...).")
+    check_choice("timestep spacing", spacing, SPACINGS)
+    T = num_timesteps
+    _check_num_steps(num_steps, T)
     n = int(num_steps)
     if spacing == "linspace":
-        ts = np.round(np.linspace(0, T - 1, n + 1))[::-1][:-1]
-        if np.any(np.diff(ts) >= 0):
+        ts = np.round(np.linspace(0, T - 1, n + 1))[1:]
+        if np.any(np.diff(ts) <= 0):
             raise ValueError(
                 f"spacing 'linspace' repeats a timestep for num_steps = {n} with T = {T}: it accepts num_steps in "
                 f"[1, {T - 1}]; 'leading' and 'trailing' accept up to T."
             )
     elif spacing == "leading":
-        ts = np.arange(0, T, T // n)[::-1]
-    elif spacing == "trailing":
-        ts = np.round(T - np.arange(n) * (T / n)) - 1
+        ts = np.arange(0, T, T // n)
     else:
-        ts = _karras_timesteps(sched, n)
+        ts = (np.round(T - np.arange(n) * (T / n)) - 1)[::-1]
     return np.ascontiguousarray(ts).astype(np.int32)
 
 

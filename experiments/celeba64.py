@@ -17,5 +17,5 @@ def get_config():
     config.data.source = "celeb_a"
     config.model.update(unet.PRESETS["ddim_celeba64"])
     config.train.num_steps = 500_000
-    config.sample.num_steps = 100
+    config.sample.update(sampler="ddim", num_steps=100)
     return config

@@ -13,4 +13,6 @@ from ddpm_jax.configs import base_config
 
 
 def get_config():
-    return base_config()  # the base config is this experiment
+    config = base_config()  # the base config is this experiment
+    config.sample.update(sampler="ddim", num_steps=50)
+    return config

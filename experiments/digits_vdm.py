@@ -33,4 +33,5 @@ def get_config():
     config.train.update(num_steps=1200, batch_size=64, learning_rate=1e-3, lr_schedule="cosine", warmup_steps=100,
                         ema_decay=0.999, ema_warmup=True, log_every=100, checkpoint_every=400, sample_every=1200,
                         keep_checkpoints=2)
+    config.sample.update(sampler="ddim", num_steps=50)
     return config

@@ -17,5 +17,5 @@ def get_config():
     config.model.update(unet.PRESETS["improved_cifar10"])
     config.diffusion.update(schedule="cosine", num_timesteps=4000, variance="learned_range", loss_type="hybrid")
     config.train.update(learning_rate=1e-4, warmup_steps=0, num_steps=500_000)
-    config.sample.num_steps = 100
+    config.sample.update(sampler="ddim", num_steps=100)
     return config

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddpm_jax import diffusion, functional, sampling, schedules
+from ddpm_jax import diffusion, functional, reverse_loop, sampling, schedules
 
 T = 100
 BETAS = schedules.get_betas("linear", T)
@@ -66,13 +66,17 @@ EPS_MODEL = gaussian_model("eps")
 
 
 def test_ddim_timesteps():
+    """One spacing vocabulary (`schedules.SPACINGS`); "uniform", the DDIM code's name, is "leading"."""
+    np.testing.assert_array_equal(sampling.ddim_timesteps(1000, 30, "uniform"), sampling.ddim_timesteps(1000, 30))
+    np.testing.assert_array_equal(sampling.ddim_timesteps(100, 7, "linspace"),
+                                  schedules.spaced_timesteps(SCHED, 7, "linspace")[::-1])
     np.testing.assert_array_equal(sampling.ddim_timesteps(1000, 50), np.arange(0, 1000, 20))
     np.testing.assert_array_equal(sampling.ddim_timesteps(1000, 30), np.arange(0, 1000, 33))  # DDIM's rule
     trailing = sampling.ddim_timesteps(1000, 50, "trailing")
     assert trailing[-1] == 999 and trailing[0] == 19 and len(trailing) == 50
     with pytest.raises(ValueError, match=r"\[1, 1000\]"):
         sampling.ddim_timesteps(1000, 0)
-    with pytest.raises(ValueError, match="uniform, trailing"):
+    with pytest.raises(ValueError, match="linspace, leading, trailing, karras"):
         sampling.ddim_timesteps(1000, 10, "quadratic")
 
 
@@ -199,16 +203,16 @@ def test_trajectory():
 
 def test_samplers_trace_once_per_shape_and_setting():
     shape = (2, 2, 2, 1)
-    before = sampling._ddim._cache_size()
+    before = reverse_loop.run._cache_size()
     for data_std in (0.3, 0.6, 0.9):  # new params: no new trace
         sampling.ddim_sample(gaussian_model("eps", data_std), SCHED, jax.random.PRNGKey(0), shape, num_steps=7)
     for eta in (0.0, 0.5):  # eta is traced too
         sampling.ddim_sample(EPS_MODEL, SCHED, jax.random.PRNGKey(0), shape, num_steps=7, eta=eta)
-    assert sampling._ddim._cache_size() == before + 1
-    before = sampling._ancestral._cache_size()
+    assert reverse_loop.run._cache_size() == before + 1
+    before = reverse_loop.run._cache_size()
     for data_std in (0.3, 0.6):
         sampling.ancestral_sample(gaussian_model("eps", data_std), SCHED, jax.random.PRNGKey(0), (3, 2, 2, 1))
-    assert sampling._ancestral._cache_size() == before + 1
+    assert reverse_loop.run._cache_size() == before + 1
 
 
 def test_same_samples_on_one_or_eight_devices():

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ddpm_jax import diffusion, functional, sampling, schedules, solvers
+from ddpm_jax import diffusion, functional, reverse_loop, sampling, schedules, solvers
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "diffusers_multistep.npz")
 T = 1000
@@ -282,11 +282,11 @@ def test_clip_denoised_clips_the_x0_prediction():
 def test_traces_once_per_shape_and_setting(solver):
     ts = tuple(schedules.spaced_timesteps(LINEAR, 5, solvers.DEFAULT_SPACING[solver]))
     solvers.solve(gaussian_model(LINEAR, MU, S), LINEAR, RNG, (3, 6), solver=solver, timesteps=ts)
-    traces, compiled = len(TRACES), solvers._solve._cache_size()
+    traces, compiled = len(TRACES), reverse_loop.run._cache_size()
     for i, scale in enumerate((0.5, 2.0)):  # new params, keys, x_T, first_index: no new trace
         solvers.solve(gaussian_model(LINEAR, MU * scale, S * scale), LINEAR, jax.random.PRNGKey(i), (3, 6),
                       solver=solver, timesteps=list(ts), first_index=i)
-    assert len(TRACES) == traces and solvers._solve._cache_size() == compiled
+    assert len(TRACES) == traces and reverse_loop.run._cache_size() == compiled
 
 
 def test_heun_evaluates_the_model_2n_minus_1_times():
@@ -365,7 +365,9 @@ def test_bad_input_errors():
     with pytest.raises(ValueError, match="Unknown solver 'dpm\\+\\+2s'; accepted: euler, heun, dpm\\+\\+2m, "):
         solve(solver="dpm++2s")
     with pytest.raises(ValueError, match="accepted: linspace, leading, trailing, karras"):
-        schedules.spaced_timesteps(LINEAR, 10, "uniform")
+        schedules.spaced_timesteps(LINEAR, 10, "quadratic")
+    np.testing.assert_array_equal(schedules.spaced_timesteps(LINEAR, 10, "uniform"),  # the DDIM code's name
+                                  schedules.spaced_timesteps(LINEAR, 10, "leading"))
     for n in (0, T + 1, 2.5):
         with pytest.raises(ValueError, match=r"num_steps must be an integer in \[1, 1000\]"):
             schedules.spaced_timesteps(LINEAR, n, "trailing")
@@ -388,7 +390,7 @@ def test_bad_input_errors():
             solve(timesteps=bad)
     with pytest.raises(ValueError, match="Unknown prediction"):
         solve(prediction="score")
-    with pytest.raises(ValueError, match="only used by the stochastic solvers"):
+    with pytest.raises(ValueError, match="only used by the stochastic samplers"):
         solve(noise=np.zeros((5, 3, 6)))
     with pytest.raises(ValueError, match=r"expected \(5, 3, 6\)"):
         solve(solver="dpm++2m-sde", noise=np.zeros((4, 3, 6)))

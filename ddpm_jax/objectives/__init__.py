@@ -7,8 +7,9 @@ for one device's part of a global batch: `model` the Flax module, `params` its p
 (possibly encoded) data, `rng` the step's key (example i draws from fold_in(rng, first_index + i), so a global
 batch gives the same draws however it is split over devices), labels the condition or None, rngs Flax's (dropout)
 for train=True, global_batch the examples over all devices, importance DDPM's importance-sampling state or None.
-loss is the scalar to minimize, aux per-example terms [B] (and t [B]) for metrics. Instances are built from a
-config by `configs.create_objective`.
+loss is the scalar to minimize, aux per-example terms [B] (and t [B]) for metrics. Where the objective defines a
+likelihood, `objective.bits_per_dim_dataset(model, params, images, rng, ...)` gives it (`check_bits_per_dim()`
+raises ValueError where it does not). Instances are built from a config by `configs.create_objective`.
 
 - `Denoising` (denoising.py): `losses.training_loss` on a discrete `Schedule` (DDPM, Ho et al. 2020; Nichol &
   Dhariwal 2021: L_simple, hybrid, VLB, with the weightings of `losses`) or on a continuous process.

@@ -8,7 +8,7 @@ from typing import Any
 
 import jax
 
-from ddpm_jax import losses
+from ddpm_jax import functional, likelihood, losses, processes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Denoising:
 
     process: Any
     loss_options: dict
+    name: str = "ddpm"  # the config's name of the objective, for messages
 
     def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance):
         del global_batch  # each example draws its own t
@@ -32,3 +33,20 @@ class Denoising:
                                         importance=importance, **self.loss_options)
 
         return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+    def check_bits_per_dim(self) -> None:
+        """ValueError if this objective defines no bits/dim: on a continuous process the likelihood needs the ODE's
+        divergence, which is not implemented here."""
+        if processes.is_process(self.process):
+            raise ValueError(f"objective {self.name!r} defines no bits/dim here (its likelihood needs the ODE's "
+                             "divergence): pass bpd_examples=0 (--bpd-examples 0) with a feature network for "
+                             "FID/IS/KID/precision-recall.")
+
+    def bits_per_dim_dataset(self, model, params, images, rng, **options) -> dict:
+        """The T-step VLB in bits/dim (Ho et al. eq. 5) of uint8 images [N, H, W, C] under the model with `params`
+        (`likelihood.bits_per_dim_dataset`, its `options`: max_value, labels, per_device_batch, progress)."""
+        self.check_bits_per_dim()
+        return likelihood.bits_per_dim_dataset(
+            functional.bind(model.apply, params), self.process, images, rng,
+            prediction=self.loss_options.get("prediction", "eps"),
+            variance=self.loss_options.get("variance", "fixed_small"), clip_denoised=True, **options)

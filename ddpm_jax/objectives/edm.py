@@ -12,4 +12,4 @@ from ddpm_jax.objectives.denoising import Denoising
 def edm(process: processes.EDM) -> Denoising:
     """EDM's objective: `Denoising` on `process` (its sigma range, sigma_data and training distribution) with
     prediction "x0" and EDM's weighting (`losses.edm_loss`)."""
-    return Denoising(process, dict(prediction="x0", weighting="edm"))
+    return Denoising(process, dict(prediction="x0", weighting="edm"), name="edm")

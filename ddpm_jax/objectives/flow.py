@@ -13,4 +13,4 @@ PREDICTIONS = ("velocity", "x0", "v")  # "eps" cannot give x0 at t = 1, where th
 
 def flow_matching(prediction: str = "velocity", t_distribution: str = "uniform") -> Denoising:
     """The flow-matching objective: `Denoising` on `processes.rectified_flow(t_distribution)`."""
-    return Denoising(processes.rectified_flow(t_distribution), dict(prediction=prediction))
+    return Denoising(processes.rectified_flow(t_distribution), dict(prediction=prediction), name="flow")

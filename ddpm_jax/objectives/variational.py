@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ddpm_jax import vdm
+from ddpm_jax import likelihood, vdm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,3 +19,12 @@ class VDM:
         del importance  # VDM draws its times antithetically instead
         return vdm.training_loss_and_grads(model, params, x0, rng, labels=labels, rngs=rngs,
                                            first_index=first_index, global_batch=global_batch, **self.loss_options)
+
+    def check_bits_per_dim(self) -> None:
+        """VDM defines bits/dim: its continuous VLB."""
+
+    def bits_per_dim_dataset(self, model, params, images, rng, **options) -> dict:
+        """The continuous VLB in bits/dim (Kingma et al. eq. 17 and its end terms) of uint8 images [N, H, W, C]
+        (`likelihood.vdm_bits_per_dim_dataset`, its `options`)."""
+        return likelihood.vdm_bits_per_dim_dataset(vdm.bind_eps(model, params), vdm.bind_gamma(model, params),
+                                                   images, rng, **options)
