@@ -67,12 +67,13 @@ def draw(workdir: str, code: str, out: str) -> None:
     cases["inpaint_resample"] = lambda: editing.inpaint(model_fn, run.sched, rng, images, mask, sampler="ddim",
                                                         num_steps=20, spacing="leading", resample=3, eta=1.0,
                                                         **common_options)
-    cases["runs.sample"] = lambda: runs.sample(run.config, run.params, rng, NUM)
+    cases["runs.sample"] = lambda: runs.sample(run.config, run.params, rng, NUM, run.image_shape())
     np.savez(out, **{name: np.asarray(fn()) for name, fn in cases.items()})
 
 
 def extract(rev: str, into: str) -> str:
     """`ddpm_jax/` of commit `rev` under `into`; returns `into`."""
+    os.makedirs(into)
     archive = os.path.join(into, "code.tar")
     with open(archive, "wb") as f:
         subprocess.run(["git", "archive", rev, "ddpm_jax"], check=True, stdout=f, cwd=common.REPO)
