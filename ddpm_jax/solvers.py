@@ -1,9 +1,9 @@
-"""Fast ODE and SDE solvers of the reverse process, each ONE compiled `lax.scan` over the visited levels.
+"""Fast ODE and SDE solvers of the reverse process, each a step of the one compiled loop (`reverse_loop.run`).
 
 Notation (Lu et al. 2022, "DPM-Solver++", sec. 2): x_t = alpha_t x_0 + sigma_t eps with alpha_t^2 + sigma_t^2 = 1
 (the variance-preserving coordinates of `diffusion.q_sample`), lambda_t = log(alpha_t / sigma_t) (half the
-log-SNR), and the data prediction D(x_t, t), the model's x_0 prediction (eps, x0 and v models are converted by
-`diffusion.x0_and_eps`). All of them are gathered once into `schedules.Levels` at the visited timesteps t_0 > ...
+log-SNR), and the data prediction D(x_t, t), the model's x_0 prediction (the loop's denoiser, `denoiser.denoiser`,
+converts eps, x0 and v models). All of them are gathered once into `schedules.Levels` at the visited timesteps t_0 > ...
 > t_{N-1} and at the clean end t_N = -1 (alpha 1, sigma 0, lambda +inf): no solver derives them itself. Step i goes
 from level i to level i + 1, and h_i = lambda_{i+1} - lambda_i.
 
@@ -371,7 +371,8 @@ def solve(
       timesteps: the N visited timesteps, ints strictly decreasing in [0, T), e.g.
         `schedules.spaced_timesteps(sched, N, DEFAULT_SPACING[solver])`; each (N, values) compiles once.
       prediction: what the model outputs: "eps", "x0" or "v".
-      clip_denoised: clip the x_0 prediction to [-1, 1] (None: the solver's default, False).
+      clip_denoised: clip the x_0 prediction to [-1, 1] (None: the table's default, `sampling.SAMPLERS`: False
+        for the solvers, True for "ddim" on a process).
       x_T: the state [B, ...] at timesteps[0] in VP coordinates (as `q_sample`); drawn per sample if None.
       first_index: global index of sample 0 (its randomness is fold_in(rng, first_index + i)).
       trajectory_steps: K > 0 also returns a `Trajectory` of K evenly spaced steps (the model's inputs x_t and
