@@ -19,7 +19,8 @@ FSDP4 = SHARDED + ["--config.train.mesh.fsdp=4"]
 STEPS = 20
 # 20 steps from the same seed: the losses agree to 1e-5 relative and every array of the state (params, EMA, Adam's
 # moments) to rtol 1e-4 / atol 1e-6, float reduction order apart (a wrong gradient average or other randomness moves
-# Adam's weights by ~lr = 1e-3 a step).
+# Adam's weights by ~lr = 1e-3 a step). Measured with jax 0.10.2 on XLA:CPU: data=8 bitwise equal to pmap;
+# fsdp=4 x data=2 losses within 1.2e-7 relative, params and EMA within 2e-7, Adam's moments within 1.5e-8.
 LOSS_RTOL, RTOL, ATOL = 1e-5, 1e-4, 1e-6
 
 
