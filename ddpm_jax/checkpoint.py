@@ -169,7 +169,8 @@ def pack(state: Any) -> tuple[dict, list]:
 
     Orbax's cost per saved array dominates small-array checkpoints: the digits run's 584 arrays (11.5 MiB) take
     ~12x the time and CPU of the same bytes as one array (docs/performance.md), so a checkpoint is written as a
-    few buffers. The state is held whole on each host (pmap replicates it), so packing loses nothing there."""
+    few buffers. The trainer hands over the whole state on each host (pmap replicates it; the sharded layout
+    gathers its shards first), so a checkpoint does not depend on the layout or device count that wrote it."""
     leaves, treedef = jax.tree_util.tree_flatten(state)
     arrays = [np.asarray(leaf) for leaf in leaves]
     layout, groups = _layout(treedef, tuple((a.shape, a.dtype.str) for a in arrays))

@@ -5,7 +5,7 @@ sampling, optimizers, ...) and below the trainer and the CLI; the checks it is m
 
 from __future__ import annotations
 
-from ddpm_jax import configs, data, diffusion, losses, optimizers, sampling, schedules
+from ddpm_jax import configs, data, diffusion, losses, optimizers, parallel, sampling, schedules
 from ddpm_jax.validation import check_choice, check_count, check_number, check_sampler_settings, warn_once
 
 
@@ -80,6 +80,9 @@ def _validate_train(t) -> None:
     check_choice("optimizer (config.train.optimizer)", t.optimizer, optimizers.OPTIMIZERS)
     check_choice("lr schedule (config.train.lr_schedule)", t.lr_schedule, optimizers.LR_SCHEDULES)
     check_choice("config.train.checkpoint_if_busy", t.get("checkpoint_if_busy", "skip"), ("skip", "wait"))
+    check_choice("parallelism (config.train.parallelism)", t.get("parallelism", "pmap"), parallel.PARALLELISMS)
+    if t.get("mesh", None) is not None:
+        parallel.check_mesh_shape(t.mesh.to_dict())
     for name in ("num_steps", "batch_size", "steps_per_call", "log_every", "checkpoint_every", "keep_checkpoints"):
         check_count(f"config.train.{name}", t[name])
     for name in ("warmup_steps", "sample_every"):

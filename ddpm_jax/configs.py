@@ -42,7 +42,10 @@ def base_config() -> ml_collections.ConfigDict:
                    warmup_steps=5000, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, grad_clip=1.0,
                    ema_decay=0.9999, ema_warmup=False, label_dropout=0.0, steps_per_call=1,
                    log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3,
-                   async_checkpointing=True, checkpoint_if_busy="skip"),
+                   async_checkpointing=True, checkpoint_if_busy="skip",
+                   # "pmap" or "sharded": jit over a mesh of mesh.data x mesh.fsdp devices (-1: the rest), see
+                   # parallel.py; resuming on another layout or device count is fine
+                   parallelism="pmap", mesh=dict(data=-1, fsdp=1)),
         # sampler: `sampling.DEFAULT_SAMPLER`; num_steps and spacing None: the sampler's own (`sampling.SAMPLERS`)
         sample=dict(sampler="dpm++2m", num_steps=None, spacing=None, eta=0.0, num_images=64, clip_denoised=True,
                     per_device_batch=None),

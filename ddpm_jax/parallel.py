@@ -1,27 +1,30 @@
-"""Everything about devices: the distributed runtime, the data-parallel axis, pmap, replication, sharding, and
-the one loop that maps a computation over N items on all devices (`map_sharded`).
+"""Everything about devices: the distributed runtime, the data-parallel axis, the two ways a train step runs on
+devices (`Pmap`, `Sharded`), replication, sharding, and the one loop that maps a computation over N items on all
+devices (`map_sharded`).
 
-This is the only module that calls JAX's device and process APIs (`jax.pmap`, `jax.local_devices`,
-`jax.process_count`, `multihost_utils`, ...); the rest of the package asks it.
+This is the only module that calls JAX's device and process APIs (`jax.pmap`, `jax.jit` with shardings,
+`jax.local_devices`, `jax.process_count`, `multihost_utils`, ...); the rest of the package asks it.
 
-The strategy is plain data parallelism: params replicated on every device, each device a slice of the batch,
-gradients and metrics averaged with `lax.pmean` over the axis named `AXIS`. With several processes (TPU pod
-slices, GPU clusters), `initialize_distributed` starts JAX's runtime first; each process then feeds its local
-devices, and the same pmap reduces over the devices of all processes (device d of process p has axis index
-p * local_device_count + d).
+Two layouts of a training run (`make_layout`, chosen by config.train.parallelism):
 
-Moving off `jax.pmap` (in maintenance mode upstream) to `jax.jit` with shardings or `shard_map` is this file's
-work alone: `pmap` would become `shard_map` over a `Mesh(jax.devices(), (AXIS,))` with in/out specs
-`PartitionSpec(AXIS)` for the per-device arguments and `PartitionSpec()` for the broadcast ones (`lax.pmean`
-over AXIS keeps working inside it); `replicate` would place one copy with a replicated `NamedSharding` instead of
-a leading device axis (and `unreplicate` drop nothing); `shard` would build a global array from the local rows
-(`jax.make_array_from_process_local_data`) instead of reshaping to [devices, ...]; `map_sharded` would gather
-with the output's sharding instead of `process_allgather`. Callers see the same [devices, per_device, ...]
-layout only through `shard` and `map_sharded`, so they would change by dropping that leading axis.
+- `Pmap`: plain data parallelism, params replicated on every device (a leading device axis), each device a slice
+  of the batch, gradients and metrics averaged with `lax.pmean` over the axis named `AXIS`.
+- `Sharded`: `jax.jit` over a `Mesh` with axes (DATA, FSDP): the batch split over both, every array of the train
+  state split along FSDP on its largest axis that divides (`fsdp_spec`; small ones replicated), and the step body
+  sees the global batch, XLA doing the reductions. With fsdp = 1 it is data parallelism under jit; with fsdp > 1
+  each device holds 1/fsdp of the params, EMA and optimizer state (FSDP / ZeRO-3, as maxdiffusion does).
+
+A step body is written once for both: it runs its collectives through `layout.axis` (a `DataAxis`), which is
+pmap's named axis under `Pmap` and the identity under `Sharded`.
+
+With several processes (TPU pod slices, GPU clusters), `initialize_distributed` starts JAX's runtime first; each
+process then feeds its local devices, and the same step reduces over the devices of all processes (device d of
+process p has axis index p * local_device_count + d, in both layouts).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Sequence
 
@@ -31,6 +34,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 AXIS = "data"
+DATA, FSDP = AXIS, "fsdp"  # the mesh axes of `Sharded`: the batch over both, the train state over FSDP
+MIN_SHARDED_SIZE = 1024  # arrays with fewer elements stay replicated under FSDP (biases, norms, scalars)
 
 
 def initialize_distributed(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -191,3 +196,233 @@ def map_sharded(
         if progress:
             progress(min((r + 1) * per_round, num_items), num_items)
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num_items], *outputs)
+
+
+# ---------------------------------------------------------------- the layouts of a training run
+
+
+@dataclasses.dataclass(frozen=True)
+class DataAxis:
+    """The collectives a step body runs over the data axis. `name` = AXIS: pmap's named axis, the body seeing one
+    device's slice of the batch; None: the body sees the global batch (under jit with shardings), so there is
+    nothing to reduce by hand (index 0, size 1, mean and gather the identity) and XLA partitions the work."""
+
+    name: str | None
+
+    def index(self):
+        """This slice's position on the axis (int32 [])."""
+        return jax.lax.axis_index(self.name) if self.name else 0
+
+    def size(self):
+        """The number of slices the global batch is split into."""
+        return jax.lax.psum(1, self.name) if self.name else 1
+
+    def mean(self, tree):
+        """The mean of `tree` over the slices."""
+        return jax.lax.pmean(tree, self.name) if self.name else tree
+
+    def gather(self, x):
+        """x [B_slice, ...] of every slice, concatenated: [B, ...]."""
+        return jax.lax.all_gather(x, self.name, tiled=True) if self.name else x
+
+
+PER_DEVICE = DataAxis(AXIS)  # pmap: each step body one device's slice
+GLOBAL = DataAxis(None)  # jit with shardings: the step body the whole batch
+
+
+@dataclasses.dataclass(frozen=True)
+class Pmap:
+    """`jax.pmap` over `devices` (None: all devices of all processes): the state replicated, a leading device axis
+    on every array; batches [devices, steps, B_dev, ...]."""
+
+    devices: tuple | None = None
+    axis = PER_DEVICE
+
+    def __post_init__(self):
+        object.__setattr__(self, "devices", pmap_devices(self.devices))
+
+    @property
+    def local_devices(self) -> list:
+        return list(self.devices or jax.local_devices())
+
+    def compile(self, fn: Callable) -> Callable:
+        """pmap of fn(state, batches) over the devices, the state donated."""
+        return pmap(fn, devices=self.devices, donate_argnums=(0,))
+
+    def put_state(self, tree):
+        """A host pytree replicated on the devices."""
+        return replicate(tree, self.local_devices)
+
+    def host(self, tree):
+        """The host (numpy) copy of a placed pytree."""
+        return unreplicate(tree)
+
+    def put_batches(self, batches: Sequence):
+        """K host batches of this process (leaves [local devices, B_dev, ...]) -> leaves [devices, K, B_dev, ...]."""
+        return jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *batches)
+
+    def scalars(self, metrics: dict) -> dict:
+        """The step's metrics (one copy per device) as floats."""
+        return {name: float(v[0]) for name, v in jax.device_get(metrics).items()}
+
+    def check_batch(self, batch_size: int) -> None:
+        """ValueError unless a global batch of `batch_size` splits evenly over the devices."""
+        _check_batch(batch_size, global_device_count(self.devices), "the devices of the pmap")
+
+    def describe(self) -> str:
+        return f"pmap over {global_device_count(self.devices)} devices"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sharded:
+    """`jax.jit` over `mesh` (axes DATA, FSDP): the global batch [steps, B, ...] split over both axes, each array of
+    the state split along FSDP (`fsdp_spec`), replicated along DATA. Every process feeds its rows of the batch."""
+
+    mesh: Mesh
+    min_sharded_size: int = MIN_SHARDED_SIZE
+    axis = GLOBAL
+
+    @property
+    def local_devices(self) -> list:
+        return list(self.mesh.local_devices)
+
+    def state_shardings(self, tree):
+        """The NamedSharding of each array of `tree` (arrays or ShapeDtypeStructs)."""
+        fsdp = self.mesh.shape[FSDP]
+        return jax.tree_util.tree_map(
+            lambda x: NamedSharding(self.mesh, fsdp_spec(np.shape(x), fsdp, self.min_sharded_size)), tree)
+
+    def batch_sharding(self) -> NamedSharding:
+        """Batches [steps, B, ...]: B split over DATA x FSDP (device i of the mesh, in row-major order, row block i)."""
+        return NamedSharding(self.mesh, PartitionSpec(None, (DATA, FSDP)))
+
+    def jit(self, fn: Callable, state) -> Callable:
+        """jax.jit of fn(state, batches) -> (state, metrics) for a state shaped like `state`: in and out with the
+        state's shardings (donated), batches with `batch_sharding`, metrics replicated."""
+        shardings = self.state_shardings(state)
+        return jax.jit(fn, in_shardings=(shardings, self.batch_sharding()),
+                       out_shardings=(shardings, NamedSharding(self.mesh, PartitionSpec())), donate_argnums=(0,))
+
+    def compile(self, fn: Callable) -> Callable:
+        """fn(state, batches) compiled with `jit` for the state it is called with (once per state structure); its
+        `lower(state, batches)` lowers it (as a pmapped function's does), e.g. for `memory_analysis()`."""
+        jitted = {}
+
+        def get(state):
+            key = jax.tree_util.tree_structure(state), tuple(np.shape(x) for x in jax.tree_util.tree_leaves(state))
+            if key not in jitted:
+                jitted[key] = self.jit(fn, state)
+            return jitted[key]
+
+        def call(state, batches):
+            return get(state)(state, batches)
+
+        call.lower = lambda state, batches: get(state).lower(state, batches)
+        return call
+
+    def put_state(self, tree):
+        """A host pytree placed with `state_shardings` (each process supplies the pieces of its devices)."""
+        def put(x, sharding):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+        return jax.tree_util.tree_map(put, tree, self.state_shardings(tree))
+
+    def host(self, tree):
+        """The whole of a placed pytree as host numpy arrays, on every process (gathered leaf by leaf)."""
+        if jax.process_count() > 1:
+            return multihost_utils.process_allgather(tree, tiled=True)
+        return jax.tree_util.tree_map(np.asarray, tree)
+
+    def put_batches(self, batches: Sequence):
+        """K host batches of this process (leaves [local devices, B_dev, ...], as the pipeline gives them) -> global
+        arrays [K, B, ...] with `batch_sharding`."""
+        sharding = self.batch_sharding()
+        processes = jax.process_count()
+
+        def put(*xs):
+            local = np.stack([x.reshape((-1,) + x.shape[2:]) for x in xs])
+            return jax.make_array_from_process_local_data(
+                sharding, local, (local.shape[0], local.shape[1] * processes) + local.shape[2:])
+
+        return jax.tree_util.tree_map(put, *batches)
+
+    def scalars(self, metrics: dict) -> dict:
+        return {name: float(v) for name, v in jax.device_get(metrics).items()}
+
+    def check_batch(self, batch_size: int) -> None:
+        """ValueError unless a global batch of `batch_size` splits evenly over the mesh (both of its axes)."""
+        _check_batch(batch_size, self.mesh.size,
+                     f"the mesh of data={self.mesh.shape[DATA]} x fsdp={self.mesh.shape[FSDP]} devices (the batch "
+                     "is split over both axes)")
+
+    def describe(self) -> str:
+        return f"jit over a mesh of data={self.mesh.shape[DATA]} x fsdp={self.mesh.shape[FSDP]} devices"
+
+
+def _check_batch(batch_size: int, devices: int, over: str) -> None:
+    if batch_size < 1 or batch_size % devices:
+        raise ValueError(f"a global batch of {batch_size} (config.train.batch_size) does not divide over {over}: "
+                         f"use a positive multiple of {devices}.")
+
+
+PARALLELISMS = ("pmap", "sharded")
+
+
+def make_layout(parallelism: str = "pmap", mesh: dict | None = None, devices: Sequence | None = None) -> Pmap | Sharded:
+    """The layout of a run: "pmap" (`Pmap`) or "sharded" (`Sharded` over `make_mesh(mesh, devices)`) over `devices`
+    (default: all devices of all processes)."""
+    if parallelism == "pmap":
+        return Pmap(None if devices is None else tuple(devices))
+    if parallelism == "sharded":
+        return Sharded(make_mesh(mesh, devices))
+    raise ValueError(f"unknown parallelism {parallelism!r} (config.train.parallelism); use one of "
+                     f"{', '.join(map(repr, PARALLELISMS))}.")
+
+
+def make_mesh(shape: dict | None = None, devices: Sequence | None = None) -> Mesh:
+    """A Mesh of `devices` (default: all devices of all processes, in JAX's order, so each process's devices are
+    contiguous rows of the batch) with axes (DATA, FSDP) of sizes shape = dict(data=D, fsdp=F); one of them may
+    be -1 (all the devices the other leaves). Default: every device on DATA."""
+    sizes = check_mesh_shape(shape)
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    free = [k for k, v in sizes.items() if v == -1]
+    if free:
+        (other,) = set(sizes) - set(free)
+        if n % sizes[other]:
+            raise ValueError(f"a mesh with {other}={sizes[other]} does not divide the {n} devices: use a divisor "
+                             f"of {n} for {other} (config.train.mesh.{other}).")
+        sizes[free[0]] = n // sizes[other]
+    if sizes[DATA] * sizes[FSDP] != n:
+        raise ValueError(f"a mesh of data={sizes[DATA]} x fsdp={sizes[FSDP]} = {sizes[DATA] * sizes[FSDP]} devices "
+                         f"does not match the {n} devices: data x fsdp must equal {n} (config.train.mesh; set one "
+                         "of them to -1 for the rest).")
+    return Mesh(np.array(devices).reshape(sizes[DATA], sizes[FSDP]), (DATA, FSDP))
+
+
+def check_mesh_shape(shape: dict | None) -> dict:
+    """dict(data=D, fsdp=F) of a mesh shape (missing axes: data -1, fsdp 1), or ValueError naming what is wrong: an
+    axis other than data and fsdp, a size that is not a positive integer or -1, or two -1s."""
+    sizes = dict(data=-1, fsdp=1)
+    sizes.update(shape or {})
+    if set(sizes) != {DATA, FSDP}:
+        raise ValueError(f"a mesh (config.train.mesh) has the axes {DATA!r} and {FSDP!r}, got {sorted(sizes)}.")
+    bad = [v for v in sizes.values() if isinstance(v, bool) or not isinstance(v, int) or (v < 1 and v != -1)]
+    if bad or list(sizes.values()).count(-1) > 1:
+        raise ValueError(f"mesh sizes (config.train.mesh) must be positive integers, one of them may be -1 (the rest "
+                         f"of the devices); got data={sizes[DATA]!r}, fsdp={sizes[FSDP]!r}.")
+    return sizes
+
+
+def fsdp_spec(shape: Sequence[int], fsdp: int, min_size: int = MIN_SHARDED_SIZE) -> PartitionSpec:
+    """How an array of `shape` is split over `fsdp` devices: along its largest axis whose size `fsdp` divides (the
+    first of equal ones); replicated (PartitionSpec()) when fsdp is 1, the array has fewer than `min_size`
+    elements, or no axis divides."""
+    if fsdp == 1 or math.prod(shape) < min_size:
+        return PartitionSpec()
+    divisible = [i for i, n in enumerate(shape) if n % fsdp == 0]
+    if not divisible:
+        return PartitionSpec()
+    axis = max(divisible, key=lambda i: shape[i])
+    return PartitionSpec(*[FSDP if i == axis else None for i in range(len(shape))])

@@ -1,8 +1,10 @@
 """Training: the TrainState pytree, the pure data-parallel train step, and train_and_evaluate(config, workdir).
 
-One call of the compiled step runs `steps_per_call` optimizer steps (a `lax.scan`) on every local device under
-`parallel.pmap`: per-device loss, `lax.pmean` of gradients and metrics over the data axis, the optax update and the
-EMA update, all inside. Randomness comes from fold_in(base key, step) and each example's global index, so a
+One call of the compiled step runs `steps_per_call` optimizer steps (a `lax.scan`): the loss, the gradients
+averaged over the global batch, the optax update and the EMA update, all inside. How it runs on devices is the
+run's `parallel` layout (config.train.parallelism): "pmap" (each device a slice of the batch, `lax.pmean` over the
+data axis) or "sharded" (`jax.jit` over a mesh, the step seeing the global batch, params, EMA and optimizer state
+split FSDP-style along config.train.mesh.fsdp); the step body is the same function for both. Randomness comes from fold_in(base key, step) and each example's global index, so a
 resumed run replays the same draws and the result does not depend on the number of devices (dropout masks are
 the exception: they are drawn per device, so with dropout > 0 only the distribution is layout-independent).
 """
@@ -30,7 +32,6 @@ from ddpm_jax.models import autoencoder as autoencoder_lib
 from ddpm_jax.models import text as text_lib
 from ddpm_jax.optimizers import create_optimizer  # noqa: F401 - public as train.create_optimizer
 from ddpm_jax.keys import example_keys, per_example
-from ddpm_jax.parallel import AXIS
 
 
 @flax.struct.dataclass
@@ -79,18 +80,19 @@ def ema_decay_at(step, decay: float, warmup: bool):
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, objective, ema_decay, ema_warmup, label_dropout=0.0,
-               encoder=None):
-    """One optimizer step on this device's slice of the global batch; run under pmap over AXIS.
+               encoder=None, axis=parallel.PER_DEVICE):
+    """One optimizer step on this slice of the global batch: one device's under pmap (`axis` =
+    parallel.PER_DEVICE), the whole batch under jit with shardings (parallel.GLOBAL).
 
     batch: dict(image float32 [B_dev, H, W, C], label int32 [B_dev] (class) or [B_dev, L] (prompt tokens) when
     the model is conditional; dropped to the model's `null_label` at rate `label_dropout`).
     objective: an `objectives` instance (its `loss_and_grads`). encoder: latent diffusion's
     `encoder(state.frozen, images, keys) -> latents` (`latent_encoder`), the model then denoising latents.
-    Returns (new state, metrics averaged over devices).
+    Returns (new state, metrics averaged over the global batch).
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
     example_rng, dropout_rng, label_rng = jax.random.split(step_rng, 3)
-    device = jax.lax.axis_index(AXIS)
+    device = axis.index()
     x0 = batch["image"]
     per_device = x0.shape[0]
     first_index = device * per_device
@@ -104,15 +106,14 @@ def train_step(state: TrainState, batch, *, model, optimizer, objective, ema_dec
                                     example_keys(label_rng, per_device, first_index))
     (loss, aux), grads = objective.loss_and_grads(
         model, state.params, x0, example_rng, labels=labels, rngs={"dropout": jax.random.fold_in(dropout_rng, device)},
-        first_index=first_index, global_batch=per_device * jax.lax.psum(1, AXIS), importance=state.importance)
-    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup)
+        first_index=first_index, global_batch=per_device * axis.size(), importance=state.importance)
+    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup, axis)
     importance = state.importance
     if importance is not None:
-        gather = functools.partial(jax.lax.all_gather, axis_name=AXIS, tiled=True)
-        importance = importance.update(gather(aux["t"]), gather(aux["loss"]))
+        importance = importance.update(axis.gather(aux["t"]), axis.gather(aux["loss"]))
     metrics = {"loss": loss, "grad_norm": grad_norm}
     metrics.update({k: jnp.mean(aux[k]) for k in ("mse", "vlb") + vdm.METRICS if k in aux})
-    metrics = jax.lax.pmean(metrics, AXIS)
+    metrics = axis.mean(metrics)
     return new_state.replace(importance=importance), metrics
 
 
@@ -124,9 +125,9 @@ def drop_condition(labels, null_label, rate: float, keys):
     return jnp.where(drop.reshape(drop.shape + (1,) * null.ndim), null, labels)
 
 
-def _apply_gradients(state: TrainState, grads, optimizer, ema_decay, ema_warmup) -> tuple[TrainState, jax.Array]:
-    """(state after the optimizer and EMA updates with the gradients averaged over AXIS, their global norm)."""
-    grads = jax.lax.pmean(grads, AXIS)
+def _apply_gradients(state: TrainState, grads, optimizer, ema_decay, ema_warmup, axis) -> tuple[TrainState, jax.Array]:
+    """(state after the optimizer and EMA updates with the gradients averaged over `axis`, their global norm)."""
+    grads = axis.mean(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = ema_decay_at(state.step, ema_decay, ema_warmup)
@@ -136,20 +137,21 @@ def _apply_gradients(state: TrainState, grads, optimizer, ema_decay, ema_warmup)
     return new_state, grad_norm
 
 
-def autoencoder_step(state: TrainState, batch, *, model, optimizer, kl_weight, ema_decay, ema_warmup):
-    """One optimizer step of the first stage (`autoencoder.autoencoder_loss`) on this device's slice; under pmap.
+def autoencoder_step(state: TrainState, batch, *, model, optimizer, kl_weight, ema_decay, ema_warmup,
+                     axis=parallel.PER_DEVICE):
+    """One optimizer step of the first stage (`autoencoder.autoencoder_loss`) on this slice (as `train_step`'s).
     The posterior noise of example i is drawn from fold_in(fold_in(rng, step), i)."""
     x = batch["image"]
-    keys = example_keys(jax.random.fold_in(state.rng, state.step), x.shape[0], jax.lax.axis_index(AXIS) * x.shape[0])
+    keys = example_keys(jax.random.fold_in(state.rng, state.step), x.shape[0], axis.index() * x.shape[0])
     noise = per_example(lambda k: jax.random.normal(k, model.latent_shape(x.shape[1:])), keys)
 
     def loss_fn(params):
         return autoencoder_lib.autoencoder_loss(model, params, x, noise, kl_weight)
 
     (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup)
+    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup, axis)
     metrics = dict(loss=loss, grad_norm=grad_norm, mse=jnp.mean(aux["mse"]), kl=jnp.mean(aux["kl"]))
-    return new_state, jax.lax.pmean(metrics, AXIS)
+    return new_state, axis.mean(metrics)
 
 
 def latent_encoder(model):
@@ -163,8 +165,10 @@ def latent_encoder(model):
     return encode
 
 
-def make_multi_step(step_fn, steps: int, devices=None):
-    """pmap of `steps` train steps in one call: batch leaves [devices, steps, B_dev, ...] -> (state, metrics).
+def make_multi_step(step_fn, steps: int, devices=None, *, layout=None):
+    """`steps` train steps in one call, compiled for `layout` (default: `parallel.Pmap(devices)`, batch leaves
+    [devices, steps, B_dev, ...]; `parallel.Sharded`: [steps, B, ...]) -> (state, metrics). step_fn must run its
+    collectives over `layout.axis`.
 
     steps > 1 runs a `lax.scan` and averages the metrics over it (worth it on accelerators, where it saves
     dispatches; on XLA:CPU a gradient inside a scan runs ~20x slower, see benchmarks/). The state argument is
@@ -177,7 +181,7 @@ def make_multi_step(step_fn, steps: int, devices=None):
         state, metrics = jax.lax.scan(step_fn, state, batches)
         return state, jax.tree_util.tree_map(jnp.mean, metrics)
 
-    return parallel.pmap(multi, devices=devices, donate_argnums=(0,))
+    return (layout or parallel.Pmap(devices)).compile(multi)
 
 
 class _Preemption:
@@ -231,9 +235,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
 
 def _train(config, workdir, devices, stop_after, progress) -> dict:
     t_cfg = config.train
-    # Several processes: pmap over all devices of all processes (each process feeding its local ones).
-    pmap_devices = parallel.pmap_devices(devices)
-    devices = devices or parallel.local_devices()
+    # Several processes: all devices of all processes (each process feeding its local ones).
+    layout = make_layout(config, devices)
+    layout.check_batch(t_cfg.batch_size)
     lead = parallel.is_lead_process()
     arrays = data.load_arrays(config.data.source, "train", **configs.data_options(config))
     if config.model.get("text", None) is not None:
@@ -242,7 +246,7 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
 
     pipeline_kwargs = dict(
         global_batch_size=t_cfg.batch_size, seed=config.seed, random_flip=config.data.random_flip,
-        data_dir=config.data.get("data_dir", None), num_devices=len(devices),
+        data_dir=config.data.get("data_dir", None), num_devices=len(layout.local_devices),
     )
     image_shape = arrays.images.shape[1:]
     model = configs.create_model(config)
@@ -253,7 +257,7 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
     frozen = None
     autoencoder = configs.create_autoencoder(config)
     if autoencoder is not None:  # latent diffusion: stage 1, the autoencoder (trained here unless done)
-        first = _train_autoencoder(config, workdir, autoencoder, arrays, devices, pmap_devices, stop_after, progress)
+        first = _train_autoencoder(config, workdir, autoencoder, arrays, layout, stop_after, progress)
         if "report" not in first:
             return first
         frozen = dict(params=first["params"], scale=np.float32(first["report"]["scale_factor"]))
@@ -272,14 +276,14 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
 
     codec = None if frozen is None else latent.Codec(autoencoder, frozen["params"], float(frozen["scale"]))
 
-    def write_samples(replicated, step):
-        _write_samples(config, replicated, step, image_shape, workdir if lead else None, codec)
+    def write_samples(placed, step):
+        _write_samples(config, layout.host(placed.ema_params), step, image_shape, workdir if lead else None, codec)
 
-    replicated, metrics, last, checkpoints = _loop(
-        parallel.replicate(state, devices), pipeline, ckpt, lambda k: _compiled_steps(step_config, pmap_devices, k),
+    placed, metrics, last, checkpoints = _loop(
+        layout, layout.put_state(state), pipeline, ckpt, lambda k: _compiled_steps(step_config, layout, k),
         t_cfg, step=step, end=end, writer=_MetricWriter(workdir) if lead else None, progress=progress,
         on_samples=write_samples, workdir=workdir)
-    state = parallel.unreplicate(replicated)
+    state = layout.host(placed)
     return dict(step=last, metrics=metrics, state=state, steps_run=last - step, checkpoints=checkpoints)
 
 
@@ -294,7 +298,7 @@ def _tokenize_captions(config, arrays: data.Arrays) -> data.Arrays:
     return arrays._replace(labels=configs.tokenizer(config).encode(arrays.captions))
 
 
-def _train_autoencoder(config, workdir, model, arrays, devices, pmap_devices, stop_after, progress) -> dict:
+def _train_autoencoder(config, workdir, model, arrays, layout, stop_after, progress) -> dict:
     """Stage 1 of latent diffusion in workdir/autoencoder/: train (or resume) to config.autoencoder.train.num_steps,
     then write latent.json (scale factor from the train split's latents, reconstruction error on the test split).
     Returns dict(params=EMA params, report=latent.json's contents), or (stopped early) dict(step, metrics, ...)."""
@@ -317,15 +321,15 @@ def _train_autoencoder(config, workdir, model, arrays, devices, pmap_devices, st
         ckpt.close()
         return dict(params=state.ema_params, report=report)
     pipeline = data.make_iterator(arrays, state=data_state, global_batch_size=t_cfg.batch_size, seed=config.seed,
-                                  random_flip=config.data.random_flip, num_devices=len(devices))
+                                  random_flip=config.data.random_flip, num_devices=len(layout.local_devices))
     end = t_cfg.num_steps if stop_after is None else min(t_cfg.num_steps, step + stop_after)
-    steps = functools.partial(_compiled_autoencoder_steps, _step_config_json(config), pmap_devices)
+    steps = functools.partial(_compiled_autoencoder_steps, _step_config_json(config), layout)
     start = time.perf_counter()
-    replicated, metrics, last, _ = _loop(
-        parallel.replicate(state, devices), pipeline, ckpt, steps, t_cfg, step=step, end=end,
+    placed, metrics, last, _ = _loop(
+        layout, layout.put_state(state), pipeline, ckpt, steps, t_cfg, step=step, end=end,
         writer=_MetricWriter(directory) if parallel.is_lead_process() else None, progress=progress,
         on_samples=None, workdir=directory)
-    state = parallel.unreplicate(replicated)
+    state = layout.host(placed)
     if last < t_cfg.num_steps:
         return dict(step=last, metrics=metrics, state=state, steps_run=last - step)
     report = _autoencoder_report(config, model, state.ema_params, arrays, time.perf_counter() - start)
@@ -351,12 +355,12 @@ def _autoencoder_report(config, model, params, arrays, seconds) -> dict:
                 test_examples=len(test_images), train_seconds=seconds)
 
 
-def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, progress, on_samples, workdir):
-    """Run the compiled steps (`compiled(k)`: k steps per call) from `step` to `end`: log to `writer`, call
-    `on_samples(replicated, step)` every t_cfg.sample_every steps, checkpoint every t_cfg.checkpoint_every steps, at
+def _loop(layout, placed, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, progress, on_samples, workdir):
+    """Run the compiled steps (`compiled(k)`: k steps per call) on the state `placed` by `layout` from `step` to
+    `end`: log to `writer`, call `on_samples(placed, step)` every t_cfg.sample_every steps, checkpoint every t_cfg.checkpoint_every steps, at
     t_cfg.num_steps and on SIGTERM (then raise `Preempted`). A checkpoint due while the previous write is still in
     flight is skipped (t_cfg.checkpoint_if_busy = "skip") or waits for it ("wait"); the final and the SIGTERM
-    checkpoints always wait. Closes the pipeline, writer and checkpointer. Returns (replicated state, last metrics,
+    checkpoints always wait. Closes the pipeline, writer and checkpointer. Returns (placed state, last metrics,
     last step, dict(written=..., skipped=...) checkpoints)."""
     bar = _progress_bar(step, t_cfg.num_steps, progress)
     metrics, timer = {}, _Timer()
@@ -365,9 +369,9 @@ def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, pro
         with _Preemption() as preemption:
             while step < end:
                 k = min(t_cfg.steps_per_call, end - step)
-                batches = _stack([next(pipeline) for _ in range(k)])
-                replicated, metrics_dev = compiled(k)(replicated, batches)
-                metrics = {name: float(v[0]) for name, v in jax.device_get(metrics_dev).items()}
+                batches = layout.put_batches([next(pipeline) for _ in range(k)])
+                placed, metrics = compiled(k)(placed, batches)
+                metrics = layout.scalars(metrics)
                 if not all(math.isfinite(v) for v in metrics.values()):
                     raise FloatingPointError(
                         f"non-finite training metrics at step {step + k}: {metrics}. Stopping; "
@@ -382,11 +386,11 @@ def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, pro
                     writer.write(step, dict(metrics, images_per_sec=timer.rate(),
                                             compile_seconds=timer.first_call_seconds))
                 if on_samples and t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
-                    on_samples(replicated, step)
+                    on_samples(placed, step)
                 final = step == t_cfg.num_steps or preemption.requested
                 if final or step % t_cfg.checkpoint_every < k:
                     if final or t_cfg.get("checkpoint_if_busy", "skip") == "wait" or not ckpt.busy():
-                        ckpt.save(step, parallel.unreplicate(replicated), pipeline.state())
+                        ckpt.save(step, layout.host(placed), pipeline.state())
                         counts["written"] += 1
                     else:
                         counts["skipped"] += 1
@@ -399,7 +403,7 @@ def _loop(replicated, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, pro
         if writer:
             writer.close()
         ckpt.close()  # waits for the write in flight; raises CheckpointWriteError if it failed
-    return replicated, metrics, step, counts
+    return placed, metrics, step, counts
 
 
 def _restore(ckpt, like, workdir):
@@ -435,17 +439,26 @@ def _step_config_json(config) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+def make_layout(config: ml_collections.ConfigDict, devices=None) -> parallel.Pmap | parallel.Sharded:
+    """The run's device layout: config.train.parallelism ("pmap", the default, or "sharded" over a mesh of
+    config.train.mesh's shape) over `devices` (default: all devices, of all processes)."""
+    t_cfg = config.train
+    mesh = t_cfg.get("mesh", None)
+    return parallel.make_layout(t_cfg.get("parallelism", "pmap"), None if mesh is None else mesh.to_dict(), devices)
+
+
 def make_train_step(config: ml_collections.ConfigDict, devices=None, steps: int = 1):
-    """The compiled train step of `config` as training runs it: pmap over `devices` (default: all devices, of all
-    processes) of `steps` optimizer steps per call, (replicated TrainState, batches [devices, steps, B_dev, ...])
-    -> (state, metrics); the state is donated. Compiled once per process for equal settings (fields that do not
-    enter the step, such as logging and checkpoint intervals, do not count)."""
-    return _compiled_steps(_step_config_json(config), parallel.pmap_devices(devices), steps)
+    """The compiled train step of `config` as training runs it, on its layout (`make_layout`) over `devices`, of
+    `steps` optimizer steps per call: (placed TrainState, batches) -> (state, metrics), the state donated. Under
+    pmap the state is `parallel.replicate`d and batches are [devices, steps, B_dev, ...]; sharded, see
+    `parallel.Sharded` (`put_state`, `put_batches`). Compiled once per process for equal settings (fields that do
+    not enter the step, such as logging and checkpoint intervals, do not count)."""
+    return _compiled_steps(_step_config_json(config), make_layout(config, devices), steps)
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
-    """The pmapped `steps`-step function for a config (as `_step_config_json`), compiled once per process."""
+def _compiled_steps(step_config: str, layout, steps: int):
+    """The `steps`-step function for a config (as `_step_config_json`) on `layout`, compiled once per process."""
     config = configs.from_json(step_config)
     t_cfg = config.train
     autoencoder = configs.create_autoencoder(config)
@@ -453,32 +466,28 @@ def _compiled_steps(step_config: str, devices: tuple | None, steps: int):
         train_step, model=configs.create_model(config), optimizer=create_optimizer(config),
         objective=configs.create_objective(config), ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
         label_dropout=t_cfg.get("label_dropout", 0.0),
-        encoder=None if autoencoder is None else latent_encoder(autoencoder),
+        encoder=None if autoencoder is None else latent_encoder(autoencoder), axis=layout.axis,
     )
-    return make_multi_step(step_fn, steps, devices)
+    return make_multi_step(step_fn, steps, layout=layout)
 
 
 @functools.lru_cache(maxsize=4)
-def _compiled_autoencoder_steps(step_config: str, devices: tuple | None, steps: int):
-    """The pmapped `steps`-step function of the first stage of a latent config, compiled once per process."""
+def _compiled_autoencoder_steps(step_config: str, layout, steps: int):
+    """The `steps`-step function of the first stage of a latent config on `layout`, compiled once per process."""
     config = configs.from_json(step_config)
     t_cfg = configs.autoencoder_train_config(config)
     step_fn = functools.partial(
         autoencoder_step, model=configs.create_autoencoder(config),
         optimizer=create_optimizer(ml_collections.ConfigDict(dict(train=t_cfg))),
-        kl_weight=config.autoencoder.kl_weight, ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup)
-    return make_multi_step(step_fn, steps, devices)
+        kl_weight=config.autoencoder.kl_weight, ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
+        axis=layout.axis)
+    return make_multi_step(step_fn, steps, layout=layout)
 
 
-def _stack(batches):
-    """K device-shaped batches -> leaves [devices, K, B_dev, ...]."""
-    return jax.tree_util.tree_map(lambda *xs: np.stack(xs, axis=1), *batches)
-
-
-def _write_samples(config, replicated, step, image_shape, workdir, codec=None):
-    """EMA samples (every process takes part in sampling; a text model's are unconditional, of the empty prompt),
-    decoded by `codec` for latent diffusion; the grid is written where workdir is given."""
-    ema = parallel.unreplicate(replicated.ema_params)
+def _write_samples(config, ema, step, image_shape, workdir, codec=None):
+    """Samples of the EMA params `ema` (host arrays; every process takes part in sampling; a text model's are
+    unconditional, of the empty prompt), decoded by `codec` for latent diffusion; the grid is written where workdir
+    is given."""
     images = runs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
     if codec is not None:
         images = codec.decode(images)

@@ -1,6 +1,7 @@
 """Two processes on localhost (2 CPU devices each, gloo) train like one process on 4 devices, write one
 checkpoint, and resume from it; and compute FID/IS features each for its own share, ending with the features and
-metrics of one process."""
+metrics of one process. The same with the sharded step (a data=2 x fsdp=2 mesh over both processes), whose
+checkpoint one process then resumes on one device."""
 
 import os
 import socket
@@ -64,7 +65,16 @@ def _check_features(two):
         np.testing.assert_array_equal(two[0][f"features_{key}"], two[1][f"features_{key}"])
 
 
-def test_two_processes_match_one_process_on_four_devices(tmp_path):
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """One process on 4 devices (pmap, the global batch of the two processes): 2 steps, and 4 uninterrupted."""
+    return {steps: train.train_and_evaluate(tiny_config(f"--config.train.num_steps={steps}"),
+                                            str(tmp_path_factory.mktemp(f"one_{steps}")),
+                                            devices=jax.local_devices()[:4], progress=False)
+            for steps in (2, 4)}
+
+
+def test_two_processes_match_one_process_on_four_devices(tmp_path, one_process):
     workdir = str(tmp_path / "run")
     stop = "--config.train.num_steps=2"
     two = _run_two_processes(workdir, tmp_path, "first", stop, "--config.train.sample_every=2", "--features")
@@ -74,8 +84,7 @@ def test_two_processes_match_one_process_on_four_devices(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert int(two[0]["step"]) == 2
     # One process on 4 devices, same global batch.
-    one = train.train_and_evaluate(tiny_config(stop), str(tmp_path / "one"), devices=jax.local_devices()[:4],
-                                   progress=False)
+    one = one_process[2]
     assert float(two[0]["loss"]) == pytest.approx(one["metrics"]["loss"], rel=1e-4)
     for a, b in zip(_params(two[0]), jax.tree_util.tree_leaves(one["state"].params)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-5)
@@ -87,7 +96,27 @@ def test_two_processes_match_one_process_on_four_devices(tmp_path):
     for a, b in zip(_params(resumed[0]), _params(resumed[1])):
         np.testing.assert_array_equal(a, b)
     # ... to where one uninterrupted 4-device process gets.
-    full = train.train_and_evaluate(tiny_config(), str(tmp_path / "full"), devices=jax.local_devices()[:4],
-                                    progress=False)
-    for a, b in zip(_params(resumed[0]), jax.tree_util.tree_leaves(full["state"].params)):
+    for a, b in zip(_params(resumed[0]), jax.tree_util.tree_leaves(one_process[4]["state"].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=4e-5)
+
+
+def test_sharded_step_on_two_processes_then_one_process_on_one_device(tmp_path, one_process):
+    """The jit step over a data=2 x fsdp=2 mesh spanning both processes (each process one data row, its two devices
+    each holding half of every large array) trains like pmap on one process; its checkpoint, gathered from the
+    shards of both processes, resumes in one process on one device and continues the same trajectory."""
+    workdir = str(tmp_path / "run")
+    sharded = ["--config.train.parallelism=sharded", "--config.train.mesh.fsdp=2"]
+    two = _run_two_processes(workdir, tmp_path, "sharded", "--config.train.num_steps=2",
+                             "--config.train.sample_every=2", *sharded)
+    for a, b in zip(_params(two[0]), _params(two[1])):
+        np.testing.assert_array_equal(a, b)
+    assert int(two[0]["step"]) == 2 and os.path.exists(os.path.join(workdir, "samples", "step_0000002.png"))
+    assert float(two[0]["loss"]) == pytest.approx(one_process[2]["metrics"]["loss"], rel=1e-4)
+    for a, b in zip(_params(two[0]), jax.tree_util.tree_leaves(one_process[2]["state"].params)):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-5)
+    resumed = train.train_and_evaluate(tiny_config("--config.train.parallelism=sharded"), workdir,
+                                       devices=jax.local_devices()[:1], progress=False)
+    assert resumed["steps_run"] == 2 and resumed["step"] == 4
+    for a, b in zip(jax.tree_util.tree_leaves(resumed["state"].params),
+                    jax.tree_util.tree_leaves(one_process[4]["state"].params)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=4e-5)
