@@ -1,0 +1,29 @@
+"""experiments/mnist_fast.py (its class-conditional 718k U-Net, batch 32, 1,500 steps, Adam 2e-3 with warmup and
+cosine decay, EMA 0.999, label dropout 0.1) trained by flow matching (rectified flow: Lipman et al. 2023, Liu et al.
+2023) instead of DDPM: x_t = (1 - t) x0 + t eps, the U-Net regressing the velocity eps - x0, t uniform in [0, 1]
+(fed to the U-Net as 1000 t); sampled with DPM-Solver++(2M) in 20 steps. The one other change: weighting "none" in
+place of mnist_fast's "min_snr" (flow matching regresses its target with a plain MSE and refuses another
+weighting).
+
+    python -m ddpm_jax train --config experiments/mnist_fast_flow.py --workdir runs/mnist_fast_flow \
+        --config.data.source=npz:/path/to/mnist.npz          # or the tfds default, source "mnist"
+    python -m ddpm_jax sample --workdir runs/mnist_fast_flow --num 500 --out runs/mnist_fast_flow/samples.png
+
+Every sampler but "ancestral" (a discrete schedule's) samples it; it defines no bits/dim here.
+"""
+
+import os
+
+import ml_collections
+
+from ddpm_jax.configs import load_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def get_config():
+    config = load_config(os.path.join(HERE, "mnist_fast.py"))
+    config.diffusion.update(objective="flow", prediction="velocity", weighting="none")
+    config.diffusion.flow = ml_collections.ConfigDict(dict(t_distribution="uniform"))
+    config.sample.update(sampler="dpm++2m", num_steps=20)
+    return config
