@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import data, objectives, processes, schedules, validation, vdm
+from ddpm_jax import data, objectives, parallel, processes, schedules, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.autoencoder import Autoencoder
 from ddpm_jax.models.text import TextEncoder, TextUNet, Tokenizer
@@ -156,6 +156,15 @@ def create_objective(config: ml_collections.ConfigDict):
     """The training objective of config.diffusion (`ddpm_jax.objectives`): DDPM's denoising loss on the config's
     schedule with its loss options, VDM's VLB, or flow matching."""
     return OBJECTIVES[objective(config)].objective(config)
+
+
+def create_layout(config: ml_collections.ConfigDict, devices=None) -> parallel.Pmap | parallel.Sharded:
+    """The run's device layout: config.train.parallelism ("pmap", the default, or "sharded" over a mesh of
+    config.train.mesh's shape) over `devices` (default: all devices, of all processes). Training runs on it, and
+    a run's sampling (`runs.sample`) and bits/dim (`evaluate`) too."""
+    t_cfg = config.train
+    mesh = t_cfg.get("mesh", None)
+    return parallel.make_layout(t_cfg.get("parallelism", "pmap"), None if mesh is None else mesh.to_dict(), devices)
 
 
 def _edm_process(config: ml_collections.ConfigDict) -> processes.EDM:

@@ -115,6 +115,7 @@ def evaluate(
     sampler_info = dict(name=sampler, clip_denoised=bool(options["clip_denoised"]))
     continuous = configs.objective(config) in configs.CONTINUOUS_OBJECTIVES
     objective = configs.create_objective(config)
+    layout = configs.create_layout(config)  # a "sharded" run samples and computes bits/dim on its mesh
     if bpd_examples != 0:
         objective.check_bits_per_dim()
     if sampler != "ancestral":
@@ -149,7 +150,8 @@ def evaluate(
         bar = tqdm(total=n, unit="img", desc=f"bits/dim ({split})", disable=not progress)
         t0 = time.perf_counter()
         common = dict(max_value=a.max_value, labels=a.labels[:n] if conditional else None,
-                      per_device_batch=bpd_per_device_batch, progress=lambda done, total: bar.update(done - bar.n))
+                      per_device_batch=bpd_per_device_batch, layout=layout,
+                      progress=lambda done, total: bar.update(done - bar.n))
         out = objective.bits_per_dim_dataset(model, params, a.images[:n], jax.random.fold_in(rng, 1), **common)
         bar.close()
         walls["bpd"] = time.perf_counter() - t0
@@ -178,7 +180,7 @@ def evaluate(
         samples = runs.sample(
             config, params, jax.random.fold_in(rng, 0), num_samples, image_shape, sampler=sampler,
             num_steps=sampler_info.get("num_steps"), spacing=sampler_info.get("spacing"),
-            eta=sampler_info.get("eta"), labels=labels,
+            eta=sampler_info.get("eta"), labels=labels, layout=layout,
             progress=lambda done, total: bar.update(done - bar.n),
         )
         bar.close()

@@ -21,8 +21,7 @@ from ddpm_jax.validation import check_choice
 
 
 @functools.lru_cache(maxsize=16)
-def _pmapped_bpd(prediction: str, variance: str, clip_denoised: bool, exact_cdf: bool, devices: tuple | None,
-                 has_labels: bool):
+def _mapped_bpd(prediction: str, variance: str, clip_denoised: bool, exact_cdf: bool, layout, has_labels: bool):
     """One device's batch -> (total, prior, decoder, mean square of the one-sample diffusion estimate) [b];
     example i's noise from fold_in(rng, index_i)."""
 
@@ -41,7 +40,7 @@ def _pmapped_bpd(prediction: str, variance: str, clip_denoised: bool, exact_cdf:
         return jax.vmap(one, in_axes=(None, None, None, 0, 0, 0 if has_labels else None))(
             model_fn, sched, rng, x, index, y)
 
-    return parallel.pmap(per_device, in_axes=(0, None, None, 0, 0, 0 if has_labels else None), devices=devices)
+    return layout.map(per_device, (layout.placed_axis, None, None, 0, 0, 0 if has_labels else None))
 
 
 def bits_per_dim_dataset(
@@ -58,6 +57,7 @@ def bits_per_dim_dataset(
     exact_cdf: bool = True,
     per_device_batch: int = 64,
     devices: Sequence | None = None,
+    layout: parallel.Pmap | parallel.Sharded | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """The full VLB in bits/dim (Ho et al. eq. 5) of every image of a dataset split, compiled once, sharded over
@@ -76,6 +76,8 @@ def bits_per_dim_dataset(
       per_device_batch: at most this many images per device per call (fewer when N is small); rounds of
         per-device batch * devices images, the last padded (by repeating images) and the padding dropped.
       devices: a subset of this process's devices (single process only); default all.
+      layout: instead of devices, a `parallel.Pmap` or a `parallel.Sharded` (jit over its mesh, the params split
+        along FSDP as in training; the same results up to float reduction order).
       progress: progress(done, total) after each round.
 
     Returns:
@@ -87,15 +89,15 @@ def bits_per_dim_dataset(
     check_choice("prediction", prediction, diffusion.PREDICTIONS)
     check_choice("variance", variance, diffusion.VARIANCES)
     images, labels = _check_dataset(images, labels, per_device_batch)
-    fn = _pmapped_bpd(prediction, variance, bool(clip_denoised), bool(exact_cdf), parallel.pmap_devices(devices),
-                      labels is not None)
-    replicated = parallel.replicate(functional.as_pytree(model_fn), devices)
-    return _dataset_bpd(lambda *args: fn(replicated, sched, *args), images, rng, max_value, labels,
-                        per_device_batch, devices, progress)
+    layout = parallel.layout_of(devices, layout)
+    fn = _mapped_bpd(prediction, variance, bool(clip_denoised), bool(exact_cdf), layout, labels is not None)
+    placed = layout.put_state(functional.as_pytree(model_fn))  # replicated (pmap) or split along FSDP, once
+    return _dataset_bpd(lambda *args: fn(placed, sched, *args), images, rng, max_value, labels,
+                        per_device_batch, layout, progress)
 
 
 @functools.lru_cache(maxsize=16)
-def _pmapped_vdm_bpd(num_steps: int, num_times: int, devices: tuple | None, has_labels: bool):
+def _mapped_vdm_bpd(num_steps: int, num_times: int, layout, has_labels: bool):
     """One device's batch -> (total, prior, reconstruction, mean square of the one-sample diffusion estimates)."""
 
     def one(eps_fn, gamma_fn, rng, x, index, y):
@@ -110,7 +112,8 @@ def _pmapped_vdm_bpd(num_steps: int, num_times: int, devices: tuple | None, has_
         return jax.vmap(one, in_axes=(None, None, None, 0, 0, 0 if has_labels else None))(
             eps_fn, gamma_fn, rng, x, index, y)
 
-    return parallel.pmap(per_device, in_axes=(0, 0, None, 0, 0, 0 if has_labels else None), devices=devices)
+    placed = layout.placed_axis
+    return layout.map(per_device, (placed, placed, None, 0, 0, 0 if has_labels else None))
 
 
 def vdm_bits_per_dim_dataset(
@@ -125,6 +128,7 @@ def vdm_bits_per_dim_dataset(
     num_times: int = 1000,
     per_device_batch: int = 64,
     devices: Sequence | None = None,
+    layout: parallel.Pmap | parallel.Sharded | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """A VDM's VLB in bits/dim (`vdm.bits_per_dim_terms`: prior + reconstruction + the continuous L_inf, or L_T
@@ -132,16 +136,18 @@ def vdm_bits_per_dim_dataset(
     `bits_per_dim_dataset` (example i's randomness from fold_in(rng, i), whatever the devices and batch).
 
     eps_fn, gamma_fn: `vdm.bind_eps(model, params)`, `vdm.bind_gamma(model, params)` (eps_fn(z, gamma, y) with
-    `labels`). The schedule is checked to increase before anything compiles. Returns the dict of
-    `bits_per_dim_dataset`, decoder_bpd being the reconstruction term -log p(x | z_0) and diffusion_var the
-    variance over images, t ~ U[0, 1] and the noise of the one-sample diffusion-loss estimate (bits/dim squared).
+    `labels`); `devices` or `layout` as in `bits_per_dim_dataset`. The schedule is checked to increase before
+    anything compiles. Returns the dict of `bits_per_dim_dataset`, decoder_bpd being the reconstruction term
+    -log p(x | z_0) and diffusion_var the variance over images, t ~ U[0, 1] and the noise of the one-sample
+    diffusion-loss estimate (bits/dim squared).
     """
     vdm.check_gamma(gamma_fn)
     images, labels = _check_dataset(images, labels, per_device_batch)
-    fn = _pmapped_vdm_bpd(int(num_steps), int(num_times), parallel.pmap_devices(devices), labels is not None)
-    eps_rep, gamma_rep = parallel.replicate((functional.as_pytree(eps_fn), functional.as_pytree(gamma_fn)), devices)
-    return _dataset_bpd(lambda *args: fn(eps_rep, gamma_rep, *args), images, rng, max_value, labels,
-                        per_device_batch, devices, progress)
+    layout = parallel.layout_of(devices, layout)
+    fn = _mapped_vdm_bpd(int(num_steps), int(num_times), layout, labels is not None)
+    eps_placed, gamma_placed = layout.put_state((functional.as_pytree(eps_fn), functional.as_pytree(gamma_fn)))
+    return _dataset_bpd(lambda *args: fn(eps_placed, gamma_placed, *args), images, rng, max_value, labels,
+                        per_device_batch, layout, progress)
 
 
 def _check_dataset(images, labels, per_device_batch):
@@ -160,7 +166,7 @@ def _check_dataset(images, labels, per_device_batch):
     return images, labels
 
 
-def _dataset_bpd(fn, images, rng, max_value, labels, per_device_batch, devices, progress) -> dict:
+def _dataset_bpd(fn, images, rng, max_value, labels, per_device_batch, layout, progress) -> dict:
     """Run fn(rng, x, index, y) -> (total, prior, decoder, diffusion square) over all images; the summary dict."""
     n = images.shape[0]
 
@@ -170,7 +176,7 @@ def _dataset_bpd(fn, images, rng, max_value, labels, per_device_batch, devices, 
         return fn(rng, data.to_float(images[take], max_value), index, y)
 
     bpd, prior, decoder, square = (np.asarray(v, np.float64) for v in parallel.map_sharded(
-        round_fn, n, per_device_batch=per_device_batch, devices=devices, progress=progress))
+        round_fn, n, per_device_batch=per_device_batch, layout=layout, progress=progress))
     stderr = float(np.std(bpd, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
     diffusion = bpd - prior - decoder
     return dict(bpd=bpd, prior_bpd=prior, decoder_bpd=decoder, mean=float(bpd.mean()), stderr=stderr,

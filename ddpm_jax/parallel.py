@@ -1,6 +1,7 @@
 """Everything about devices: the distributed runtime, the data-parallel axis, the two ways a train step runs on
 devices (`Pmap`, `Sharded`), replication, sharding, and the one loop that maps a computation over N items on all
-devices (`map_sharded`).
+devices of either layout (`map_sharded`, with a per-device function compiled by `layout.map`: pmapped, or jitted
+over the mesh with the params split along FSDP, for sampling and bits/dim).
 
 This is the only module that calls JAX's device and process APIs (`jax.pmap`, `jax.jit` with shardings,
 `jax.local_devices`, `jax.process_count`, `multihost_utils`, ...); the rest of the package asks it.
@@ -164,38 +165,47 @@ def map_sharded(
     *,
     per_device_batch: int | None = None,
     devices: Sequence | None = None,
+    layout: "Pmap | Sharded | None" = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Any:
-    """Map a pmapped computation over items 0..N-1 on all devices, in rounds; every process gets every output.
+    """Map a computation over items 0..N-1 on all devices, in rounds; every process gets every output.
 
-    Each round hands min(`per_device_batch`, ceil(N / devices)) items (default: the latter, one round) to each
-    device of every process: `round_fn(index)` gets int32 `index` [local devices, per_device_batch], the global item indices of
-    this process's devices, and returns a pytree of arrays [local devices, per_device_batch, ...] (typically a
-    function made with `pmap(..., devices=devices)`). The last round is padded with indices >= N (take items at
-    `index % N`); their outputs are dropped. Returns the pytree of numpy outputs [N, ...], gathered across
-    processes. `progress(done, N)` is called after each round.
+    The devices are `layout`'s: a `Pmap` (default: `Pmap(devices)`, all devices of all processes) or a `Sharded`
+    mesh (all its devices, both axes; `devices` must then be None). Each round hands min(`per_device_batch`,
+    ceil(N / devices)) items (default: the latter, one round) to each device: `round_fn(index)` gets int32 `index`
+    [local devices, per_device_batch], the global item indices of this process's devices, and returns a pytree of
+    arrays [local devices, per_device_batch, ...], or global ones [devices, per_device_batch, ...] (typically a
+    function made with `layout.map`). The last round is padded with indices >= N (take items at `index % N`); their
+    outputs are dropped. Returns the pytree of numpy outputs [N, ...], gathered across processes.
+    `progress(done, N)` is called after each round.
     """
     if num_items < 1:
         raise ValueError(f"the number of items must be a positive integer, got {num_items}.")
-    pmap_devices(devices)  # validates devices against the process count
+    n_dev, first, local = layout_of(devices, layout).rows()
     distributed = jax.process_count() > 1
-    local = len(devices) if devices is not None else jax.local_device_count()
-    n_dev = global_device_count(devices)
     if per_device_batch is not None and per_device_batch < 1:
         raise ValueError(f"per_device_batch must be a positive integer, got {per_device_batch}.")
     per_device = min(per_device_batch or num_items, math.ceil(num_items / n_dev))
     per_round = per_device * n_dev
-    first = first_local_device_index() if distributed else 0
-    layout = np.arange(per_round, dtype=np.int32).reshape(n_dev, per_device)[first:first + local]
+    rows = np.arange(per_round, dtype=np.int32).reshape(n_dev, per_device)[first:first + local]
     outputs = []
     for r in range(math.ceil(num_items / per_round)):
-        out = round_fn(layout + np.int32(r * per_round))
+        out = round_fn(rows + np.int32(r * per_round))
         if distributed:
             out = multihost_utils.process_allgather(out, tiled=True)
         outputs.append(jax.tree_util.tree_map(lambda x: np.asarray(x).reshape((per_round,) + x.shape[2:]), out))
         if progress:
             progress(min((r + 1) * per_round, num_items), num_items)
     return jax.tree_util.tree_map(lambda *xs: np.concatenate(xs)[:num_items], *outputs)
+
+
+def layout_of(devices: Sequence | None = None, layout: "Pmap | Sharded | None" = None) -> "Pmap | Sharded":
+    """`layout`, or without one `Pmap(devices)` (default: all devices of all processes); ValueError given both."""
+    if layout is None:
+        return Pmap(None if devices is None else tuple(devices))  # validates devices against the process count
+    if devices is not None:
+        raise ValueError("give devices or a layout, not both.")
+    return layout
 
 
 # ---------------------------------------------------------------- the layouts of a training run
@@ -237,6 +247,7 @@ class Pmap:
 
     devices: tuple | None = None
     axis = PER_DEVICE
+    placed_axis = 0  # `map`'s in_axis of a pytree placed with `put_state` (a leading device axis)
 
     def __post_init__(self):
         object.__setattr__(self, "devices", pmap_devices(self.devices))
@@ -248,6 +259,16 @@ class Pmap:
     def compile(self, fn: Callable) -> Callable:
         """pmap of fn(state, batches) over the devices, the state donated."""
         return pmap(fn, devices=self.devices, donate_argnums=(0,))
+
+    def rows(self) -> tuple[int, int, int]:
+        """(devices, first, local): the devices a `map`ped function spans, and this process's rows of them."""
+        first = first_local_device_index() if jax.process_count() > 1 else 0
+        return global_device_count(self.devices), first, len(self.local_devices)
+
+    def map(self, fn: Callable, in_axes) -> Callable:
+        """pmap of fn (one device's share of the items) over the devices: arguments with in_axis 0 and the outputs
+        [local devices, ...]; a pytree placed with `put_state` goes in with in_axis `placed_axis`."""
+        return pmap(fn, in_axes=in_axes, devices=self.devices)
 
     def put_state(self, tree):
         """A host pytree replicated on the devices."""
@@ -281,6 +302,7 @@ class Sharded:
     mesh: Mesh
     min_sharded_size: int = MIN_SHARDED_SIZE
     axis = GLOBAL
+    placed_axis = None  # `map`'s in_axis of a pytree placed with `put_state` (broadcast, split along FSDP)
 
     @property
     def local_devices(self) -> list:
@@ -318,6 +340,45 @@ class Sharded:
             return get(state)(state, batches)
 
         call.lower = lambda state, batches: get(state).lower(state, batches)
+        return call
+
+    def rows(self) -> tuple[int, int, int]:
+        """(devices, first, local): all devices of the mesh (row i of a `map`ped argument on its i-th device in
+        row-major order), and the rows of this process's devices."""
+        mine = [i for i, d in enumerate(self.mesh.devices.flat) if d.process_index == jax.process_index()]
+        if mine != list(range(mine[0], mine[0] + len(mine))):
+            raise ValueError("this process's devices are not contiguous in the mesh (make it with make_mesh).")
+        return self.mesh.size, mine[0], len(mine)
+
+    def row_sharding(self) -> NamedSharding:
+        """Arrays [devices, ...] of `map`: row i on the mesh's device i (row-major), i.e. split over DATA x FSDP."""
+        return NamedSharding(self.mesh, PartitionSpec((DATA, FSDP)))
+
+    def map(self, fn: Callable, in_axes) -> Callable:
+        """fn, a function of one device's share of the items (the one `Pmap.map` pmaps), jitted over the mesh as
+        `jax.vmap` over a leading axis of all its devices, split over both mesh axes (`row_sharding`).
+
+        Arguments with in_axis 0 are this process's rows [local devices, ...] (as `map_sharded` gives them);
+        those with in_axis None are broadcast, and placed with `state_shardings` (the large arrays, the params,
+        split along FSDP; the rest replicated) unless already so: place the params once with `put_state` (in_axis
+        `placed_axis`). Returns the outputs [devices, ...] as global arrays with `row_sharding` (`map_sharded`
+        gathers them). The returned function's `lower(*args)` lowers it for such arguments."""
+        in_axes = tuple(in_axes)
+        rows = self.row_sharding()
+        jitted = jax.jit(jax.vmap(fn, in_axes=in_axes), out_shardings=rows)
+
+        def put_rows(x):
+            x = np.asarray(x)
+            return jax.make_array_from_process_local_data(rows, x, (self.mesh.size,) + x.shape[1:])
+
+        def place(args):
+            return [jax.tree_util.tree_map(put_rows, a) if axis == 0 else
+                    jax.tree_util.tree_map(_place, a, self.state_shardings(a)) for a, axis in zip(args, in_axes)]
+
+        def call(*args):
+            return jitted(*place(args))
+
+        call.lower = lambda *args: jitted.lower(*place(args))
         return call
 
     def put_state(self, tree):
@@ -358,6 +419,17 @@ class Sharded:
 
     def describe(self) -> str:
         return f"jit over a mesh of data={self.mesh.shape[DATA]} x fsdp={self.mesh.shape[FSDP]} devices"
+
+
+def _place(x, sharding: NamedSharding):
+    """x as a global array with `sharding`: itself if it has it already (or an equivalent one)."""
+    if isinstance(x, jax.Array):
+        if x.sharding.is_equivalent_to(sharding, x.ndim):
+            return x
+        if jax.process_count() == 1 or not x.is_fully_addressable:
+            return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 def _check_batch(batch_size: int, devices: int, over: str) -> None:

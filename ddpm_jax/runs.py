@@ -227,8 +227,11 @@ def sample(
     labels=None,
     guidance_scale: float = 1.0,
     progress=None,
+    layout=None,
 ) -> np.ndarray:
-    """`num_samples` images [N, H, W, C] in [-1, 1] from U-Net params, across all local devices.
+    """`num_samples` images [N, H, W, C] in [-1, 1] from U-Net params, on all devices of the run's layout
+    (`configs.create_layout`: pmap, or a "sharded" run's mesh with the params split along FSDP as in training), or
+    of `layout`.
 
     Sampler settings default to config.sample (its num_steps, spacing and eta apply when `sampler` is the
     config's sampler; other samplers default to their own, see `sampling.sampler_timesteps`); `labels` [N]
@@ -260,6 +263,7 @@ def sample(
         guidance_scale=guidance_scale,
         null_label=model.null_label if conditional and guidance_scale != 1 else None,
         per_device_batch=config.sample.get("per_device_batch", None),
+        layout=configs.create_layout(config) if layout is None else layout,
         progress=progress,
         **options,
     )

@@ -342,12 +342,15 @@ def sample_sharded(
     null_label: int | None = None,
     per_device_batch: int | None = None,
     devices=None,
+    layout: parallel.Pmap | parallel.Sharded | None = None,
     progress: Callable[[int, int], None] | None = None,
     clip_denoised: bool | None = None,
     **sampler_options,
 ):
     """Draw `num_samples` images [N, H, W, C] with `sampler` across `devices` via pmap (default: all local
-    devices, and with several processes all devices of all processes, every process receiving all samples).
+    devices, and with several processes all devices of all processes, every process receiving all samples), or on
+    all devices of a `layout` (`parallel.Pmap`, or `parallel.Sharded`: jit over its mesh, the params split along
+    FSDP as in training; the same per-device sampler, the same samples up to float reduction order).
 
     Sample i draws its randomness from fold_in(rng, i), so the same rng gives the same images on any number of
     devices. `labels` int32 [N] (or [N, L] tokens) condition a model_fn(x_t, t, y); with `null_label` they are
@@ -367,22 +370,23 @@ def sample_sharded(
             raise ValueError(f"labels must have shape ({num_samples}, ...) (one per sample), got {labels.shape}.")
     if null_label is not None:
         options["null_label"] = null_label
-    model_fn = functional.as_pytree(model_fn)
+    layout = parallel.layout_of(devices, layout)
+    placed = layout.put_state(functional.as_pytree(model_fn))  # once: replicated (pmap) or split along FSDP
 
     def round_fn(index):  # index [local devices, per_device]: global sample indices
         shape = (index.shape[1],) + tuple(image_shape)
-        pmapped = _pmapped_sampler(sampler, tuple(sorted(dict(options, shape=shape).items())),
-                                   parallel.pmap_devices(devices), labels is not None)
+        mapped = _mapped_sampler(sampler, tuple(sorted(dict(options, shape=shape).items())), layout,
+                                 labels is not None)
         # Padding samples (index >= N) reuse labels, then are dropped.
         round_labels = None if labels is None else labels[index % num_samples]
-        return pmapped(model_fn, sched, rng, index[:, 0], round_labels, jnp.float32(guidance_scale))
+        return mapped(placed, sched, rng, index[:, 0], round_labels, jnp.float32(guidance_scale))
 
-    return parallel.map_sharded(round_fn, num_samples, per_device_batch=per_device_batch, devices=devices,
+    return parallel.map_sharded(round_fn, num_samples, per_device_batch=per_device_batch, layout=layout,
                                 progress=progress)
 
 
 @functools.lru_cache(maxsize=32)
-def _pmapped_sampler(sampler: str, options: tuple, devices: tuple, has_labels: bool):
+def _mapped_sampler(sampler: str, options: tuple, layout, has_labels: bool):
     sample = _device_sampler(sampler, dict(options))
-    in_axes = (None, None, None, 0, 0 if has_labels else None, None)
-    return parallel.pmap(sample, in_axes=in_axes, devices=devices)
+    in_axes = (layout.placed_axis, None, None, 0, 0 if has_labels else None, None)
+    return layout.map(sample, in_axes)

@@ -276,8 +276,12 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
 
     codec = None if frozen is None else latent.Codec(autoencoder, frozen["params"], float(frozen["scale"]))
 
+    # Sharded runs sample on their mesh; pmap runs on all devices, whatever `devices` (as they always did).
+    sample_layout = layout if isinstance(layout, parallel.Sharded) else None
+
     def write_samples(placed, step):
-        _write_samples(config, layout.host(placed.ema_params), step, image_shape, workdir if lead else None, codec)
+        _write_samples(config, layout.host(placed.ema_params), step, image_shape, workdir if lead else None, codec,
+                       sample_layout)
 
     placed, metrics, last, checkpoints = _loop(
         layout, layout.put_state(state), pipeline, ckpt, lambda k: _compiled_steps(step_config, layout, k),
@@ -439,12 +443,7 @@ def _step_config_json(config) -> str:
     return json.dumps(d, sort_keys=True)
 
 
-def make_layout(config: ml_collections.ConfigDict, devices=None) -> parallel.Pmap | parallel.Sharded:
-    """The run's device layout: config.train.parallelism ("pmap", the default, or "sharded" over a mesh of
-    config.train.mesh's shape) over `devices` (default: all devices, of all processes)."""
-    t_cfg = config.train
-    mesh = t_cfg.get("mesh", None)
-    return parallel.make_layout(t_cfg.get("parallelism", "pmap"), None if mesh is None else mesh.to_dict(), devices)
+make_layout = configs.create_layout  # the run's device layout (config.train.parallelism, config.train.mesh)
 
 
 def make_train_step(config: ml_collections.ConfigDict, devices=None, steps: int = 1):
@@ -484,11 +483,12 @@ def _compiled_autoencoder_steps(step_config: str, layout, steps: int):
     return make_multi_step(step_fn, steps, layout=layout)
 
 
-def _write_samples(config, ema, step, image_shape, workdir, codec=None):
+def _write_samples(config, ema, step, image_shape, workdir, codec=None, layout=None):
     """Samples of the EMA params `ema` (host arrays; every process takes part in sampling; a text model's are
-    unconditional, of the empty prompt), decoded by `codec` for latent diffusion; the grid is written where workdir
-    is given."""
-    images = runs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape)
+    unconditional, of the empty prompt) on `layout` (None: the config's, `runs.sample`), decoded by `codec` for
+    latent diffusion; the grid is written where workdir is given."""
+    images = runs.sample(config, ema, jax.random.PRNGKey(config.seed + 1), config.sample.num_images, image_shape,
+                         layout=layout)
     if codec is not None:
         images = codec.decode(images)
     if workdir is None:

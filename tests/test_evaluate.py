@@ -135,6 +135,22 @@ def test_evaluate_and_cli(run, classifier_dir, tmp_path, capsys):
     assert rc == 2 and "bits/dim only" in captured.err and "not finite" in captured.err
 
 
+def test_evaluate_a_sharded_run_on_its_mesh(run, classifier_dir):
+    """A run whose config says parallelism "sharded" (here by override) samples and computes bits/dim on its mesh
+    (data=2 x fsdp=4, the params split along fsdp): the report's metrics are pmap's, float reduction order apart
+    (tests/test_sharded_eval.py measures the samples and bits/dim themselves)."""
+    _, workdir, _ = run
+    kwargs = dict(num_samples=16, sampler="ddim", num_steps=3, eta=0.0, feature_net=f"classifier:{classifier_dir[0]}",
+                  bpd_examples=9, progress=False, write=False)
+    pmap = evaluate.evaluate(workdir, **kwargs)
+    mesh = evaluate.evaluate(workdir, config_overrides=["--config.train.parallelism=sharded",
+                                                        "--config.train.mesh.fsdp=4"], **kwargs)
+    for key in ("bpd", "bpd_prior", "bpd_decoder"):
+        np.testing.assert_allclose(mesh["metrics"][key], pmap["metrics"][key], rtol=1e-5)
+    for key in ("fid", "kid", "precision", "recall"):  # quantized samples: equal unless a pixel crosses a level
+        np.testing.assert_allclose(mesh["metrics"][key], pmap["metrics"][key], rtol=1e-2, atol=1e-3)
+
+
 def test_bad_feature_network(run):
     _, workdir, _ = run
     with pytest.raises(ValueError, match="unknown feature network"):
