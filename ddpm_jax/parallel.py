@@ -385,7 +385,9 @@ class Sharded:
         """A host pytree placed with `state_shardings` (each process supplies the pieces of its devices)."""
         def put(x, sharding):
             x = np.asarray(x)
-            return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+            # A copy per shard: a view of host memory placed zero-copy on a CPU device and then donated to the step
+            # would let XLA write into (and free) memory numpy owns.
+            return jax.make_array_from_callback(x.shape, sharding, lambda index: np.array(x[index], copy=True))
 
         return jax.tree_util.tree_map(put, tree, self.state_shardings(tree))
 
