@@ -1,6 +1,7 @@
 """Test setup: 8 forced CPU devices (set before JAX is imported) and float32 defaults; mock tfds data."""
 
 import contextlib
+import gc
 import importlib.abc
 import os
 import sys
@@ -55,3 +56,21 @@ def no_tensorflow(monkeypatch):
     for name in [m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setattr(sys, "meta_path", [_NoTensorFlow()] + sys.meta_path)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def release_compiled_executables():
+    """After each test module, drop every compiled executable (JAX's caches and the package's own lru_caches of
+    compiled functions). Each XLA:CPU executable holds about 6 memory mappings until it is freed; the suite
+    compiles thousands, and a process past the kernel's vm.max_map_count (65530 by default) segfaults inside XLA's
+    compiler when LLVM cannot map the next one (the full suite reached it at test_vdm)."""
+    yield
+    import jax
+
+    for name, module in list(sys.modules.items()):
+        if name == "ddpm_jax" or name.startswith("ddpm_jax."):
+            for obj in list(vars(module).values()):
+                if getattr(obj, "__module__", None) == name and callable(getattr(obj, "cache_clear", None)):
+                    obj.cache_clear()
+    jax.clear_caches()
+    gc.collect()
