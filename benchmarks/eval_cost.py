@@ -2,7 +2,8 @@
 
     python benchmarks/eval_cost.py --feature-net classifier:runs/classifier_mnist \
         --out benchmarks/results/eval_cost_mnist_fast.json -- --config.data.source=npz:/data/mnist.npz
-    python benchmarks/eval_cost.py --quick --config experiments/digits.py --feature-net classifier:runs/classifier_digits
+    python benchmarks/eval_cost.py --quick --config experiments/digits.py \
+        --feature-net classifier:runs/classifier_digits
 
 The recipe (default experiments/mnist_fast.py) is trained as the README trains it (`python -m ddpm_jax train`, a
 fresh process, compiles included), with --eval-every (default: the recipe's checkpoint_every, 750 steps for
@@ -62,7 +63,8 @@ def reference_seconds(config, feature_net: str, stats_dir: str) -> float:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="experiments/mnist_fast.py")
-    parser.add_argument("--feature-net", required=True, help="classifier:DIR, inception:WEIGHTS.npz, inception:packaged")
+    parser.add_argument("--feature-net", required=True,
+                        help="classifier:DIR, inception:WEIGHTS.npz or inception:packaged")
     parser.add_argument("--eval-every", type=int, default=None, help="default: the recipe's checkpoint_every")
     parser.add_argument("--eval-samples", type=int, default=None, help="default: the config's eval_samples")
     parser.add_argument("--workdir", default="/tmp/eval_cost", help="replaced: runs/ and fid_stats/ go there")

@@ -30,7 +30,8 @@ METRICS = ("fid", "is", "kid", "precision", "recall")
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True, help="a run trained with config.train.posthoc_ema")
-    parser.add_argument("--feature-net", required=True, help="classifier:DIR, inception:WEIGHTS.npz, inception:packaged")
+    parser.add_argument("--feature-net", required=True,
+                        help="classifier:DIR, inception:WEIGHTS.npz or inception:packaged")
     parser.add_argument("--sigma-rels", default="0.02,0.03,0.05,0.07,0.1,0.13,0.16,0.2")
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,7 @@ compiled step) and saves snapshots of them every so many steps (`write_snapshot`
 other sigma_rel is the combination of snapshots whose profiles fit its profile best in L2 (`solve_coefficients`),
 and `reconstruct` builds its params:
 
-    python -m ddpm_jax ema --workdir runs/x --sigma-rel 0.07      # writes runs/x/posthoc_ema/sigma_rel_0.0700_step_N.npz
+    python -m ddpm_jax ema --workdir runs/x --sigma-rel 0.07      # runs/x/posthoc_ema/sigma_rel_0.07_step_N.npz
     python -m ddpm_jax sample --workdir runs/x --sigma-rel 0.07   # samples from it (evaluate takes it too)
 
 Time is counted in optimizer steps (EDM2 counts images; with a constant batch the two differ by a factor that

@@ -36,8 +36,10 @@ from ddpm_jax.models.unet import UNet
 CONFIG_FILE = "config.json"
 BEST_DIR = "best"  # the best checkpoint by FID (written by `train_eval`)
 LOCK_FILE = "train.lock"
-# Sections whose change makes a checkpoint mean something else (another model shape, another process).
-COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window", "autoencoder", "train.posthoc_ema.sigma_rels")
+# Sections whose change makes a checkpoint mean something else (another model shape, another process, EMAs of
+# other lengths).
+COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window", "autoencoder",
+                      "train.posthoc_ema.sigma_rels")
 
 
 class Run(NamedTuple):

@@ -235,11 +235,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     workdir that is a file or not writable, and a workdir another train process holds (`runs.lock_workdir`).
     Logs to workdir/metrics.jsonl and TensorBoard (workdir/tensorboard), writes EMA sample grids to
     workdir/samples/, checkpoints to workdir/checkpoints/ every config.train.checkpoint_every steps and at the
-    end (written in the background, see `checkpoint`). A SIGTERM checkpoints the current step, waits for the
-    write and raises `Preempted`; a non-finite loss raises FloatingPointError and a failed checkpoint write
-    `checkpoint.CheckpointWriteError`, both leaving the last good checkpoint as it was. A checkpoint that falls due
-    while the previous one is still being written is skipped (config.train.checkpoint_if_busy = "skip", the
-    default: training never waits for the disk) or waits for it ("wait"); the final and SIGTERM ones always wait.
+    end (written in the background, see `checkpoint`); with config.train.posthoc_ema, snapshots of its EMAs to
+    workdir/posthoc_ema/ (`posthoc_ema`); with config.train.eval_every, FID/IS of EMA samples to the logs and,
+    with keep_best, the best checkpoint to workdir/best/ (`train_eval`). A SIGTERM checkpoints the current step,
+    waits for the write and raises `Preempted`; a non-finite loss raises FloatingPointError and a failed
+    checkpoint write `checkpoint.CheckpointWriteError`, both leaving the last good checkpoint as it was. A
+    checkpoint that falls due while the previous one is still being written is skipped
+    (config.train.checkpoint_if_busy = "skip", the default: training never waits for the disk) or waits for it
+    ("wait"); the final and SIGTERM ones always wait.
     `stop_after` ends the call after that many steps without a final checkpoint, as a crash would (for tests).
     Returns dict(step, metrics, state, steps_run, checkpoints=dict(written, skipped), ...).
     """
@@ -416,10 +419,10 @@ def _autoencoder_report(config, model, params, arrays, seconds) -> dict:
 def _loop(layout, placed, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, progress, periodic, workdir):
     """Run the compiled steps (`compiled(k)`: k steps per call) on the state `placed` by `layout` from `step` to
     `end`: log to `writer`, do the `periodic` work (`Periodic`; its time is left out of images/s), checkpoint
-    every t_cfg.checkpoint_every steps, at t_cfg.num_steps and on SIGTERM (then raise `Preempted`). A checkpoint due while the previous write is still in
-    flight is skipped (t_cfg.checkpoint_if_busy = "skip") or waits for it ("wait"); the final and the SIGTERM
-    checkpoints always wait. Closes the pipeline, writer and checkpointer. Returns (placed state, last metrics,
-    last step, dict(written=..., skipped=...) checkpoints)."""
+    every t_cfg.checkpoint_every steps, at t_cfg.num_steps and on SIGTERM (then raise `Preempted`). A checkpoint
+    due while the previous write is still in flight is skipped (t_cfg.checkpoint_if_busy = "skip") or waits for it
+    ("wait"); the final and the SIGTERM checkpoints always wait. Closes the pipeline, writer and checkpointer.
+    Returns (placed state, last metrics, last step, dict(written=..., skipped=...) checkpoints)."""
     bar = _progress_bar(step, t_cfg.num_steps, progress)
     metrics, timer, shown = {}, _Timer(), {}
     counts = dict(written=0, skipped=0)

@@ -151,7 +151,8 @@ def test_bad_input(tmp_path):
                                          r"0.1 accepted; they give sigma_rel in \[0.03\d, 0.1\d\d\]"):
         posthoc_ema.reconstruct(workdir, 0.25)
     lo, hi = posthoc_ema.supported_range([100, 100, 200, 200], [0.05, 0.10] * 2, 200)
-    _, errors = posthoc_ema.solve_coefficients([100, 100, 200, 200], [0.05, 0.10] * 2, 200, [lo, hi, lo * 0.97, hi * 1.03])
+    _, errors = posthoc_ema.solve_coefficients([100, 100, 200, 200], [0.05, 0.10] * 2, 200,
+                                               [lo, hi, lo * 0.97, hi * 1.03])
     assert np.all(errors[:2] <= 0.1) and np.all(errors[2:] > 0.1)
     with pytest.raises(ValueError, match="no post-hoc EMA snapshot of step 150 .* steps there: 100, 200"):
         posthoc_ema.reconstruct(workdir, 0.07, step=150)

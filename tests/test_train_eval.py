@@ -107,10 +107,12 @@ def test_bad_eval_configs(classifier_dir, tmp_path):
         ((f"--config.train.eval_feature_net=classifier:{tmp_path / 'none'}",), "holds no trained classifier"),
         ((f"--config.train.eval_feature_net=classifier:{wrong}",), r"takes images of shape \(28, 28, 1\) .* this "
                                                                    r"data's are \(8, 8, 1\)"),
-        ((f"--config.train.eval_feature_net=inception:{tmp_path / 'w.npz'}",), "FID Inception weights .* not there"),
+        ((f"--config.train.eval_feature_net=inception:{tmp_path / 'w.npz'}",),
+         "FID Inception weights .* not there"),
         ((f"--config.train.eval_feature_net=classifier:{classifier_dir}", "--config.train.eval_samples=1"),
          "eval_samples must be an integer >= 2"),
-        (("--config.train.eval_every=0", "--config.train.keep_best=True"), "keep_best keeps .* set config.train.eval_every > 0"),
+        (("--config.train.eval_every=0", "--config.train.keep_best=True"),
+         "keep_best keeps .* set config.train.eval_every > 0"),
     ]
     for overrides, message in cases:
         with pytest.raises(ValueError, match=message):
