@@ -115,6 +115,8 @@ def supported_range(in_steps, in_sigma_rels, out_step, max_error: float = MAX_PR
 
 
 class Snapshot(NamedTuple):
+    """A snapshot file of the power-function EMAs at a step (`write_snapshot`)."""
+
     step: int
     path: str
 

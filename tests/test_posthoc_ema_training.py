@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from ddpm_jax import checkpoint, config_schema, configs, posthoc_ema, runs, train
+from ddpm_jax import checkpoint, config_schema, configs, evaluate, posthoc_ema, runs, train
 from ddpm_jax.__main__ import main
 
 TINY = [
@@ -100,6 +100,9 @@ def test_ema_command_then_sample_and_load_run(posthoc_run, tmp_path, capsys):
     assert main(["sample", "--workdir", workdir, "--sigma-rel", "0.07", "--num", "8", "--steps", "2",
                  "--out", grid]) == 0
     assert os.path.exists(grid)
+    report = evaluate.evaluate(workdir, sigma_rel=0.07, num_samples=0, bpd_examples=8, progress=False)
+    assert report["params"] == "posthoc_ema sigma_rel=0.07" and report["step"] == 4
+    assert report["path"] == os.path.join(workdir, "eval_4_sigma_rel_0.07.json") and np.isfinite(report["metrics"]["bpd"])
     # Errors: a sigma_rel two snapshots cannot give, one not made yet, two kinds of params at once.
     assert main(["ema", "--workdir", workdir, "--sigma-rel", "0.25"]) == 2
     assert "they give sigma_rel in [" in capsys.readouterr().err
