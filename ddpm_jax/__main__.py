@@ -1,4 +1,4 @@
-"""The command line: python -m ddpm_jax {train,sample,img2img,inpaint,evaluate,train-classifier,plots,forecast}
+"""The command line: python -m ddpm_jax {train,sample,img2img,inpaint,evaluate,ema,train-classifier,plots,forecast}
 ... (thin: it parses and calls library functions).
 
     python -m ddpm_jax train --config experiments/digits.py --workdir runs/digits [--config.train.batch_size=64]
@@ -7,6 +7,8 @@
     python -m ddpm_jax train-classifier --dataset digits --workdir runs/classifier_digits
     python -m ddpm_jax evaluate --workdir runs/digits --num-samples 10000 --sampler ddim --steps 100 \
         --feature-net classifier:runs/classifier_digits [--bpd-examples 1000] [--split test]
+    python -m ddpm_jax ema --workdir runs/x --sigma-rel 0.07      # post-hoc EMA (a run with config.train.posthoc_ema)
+    python -m ddpm_jax sample --workdir runs/x --sigma-rel 0.07 --num 64   # or --best: the best checkpoint by FID
     python -m ddpm_jax plots --out-dir pictures [--workdir runs/digits]
     python -m ddpm_jax forecast --workdir runs/forecast_co2 --out forecast.npz [--num-samples 100]
 """
@@ -55,7 +57,8 @@ def _sample(args, overrides):
     labels = None if labels is None else np.resize(labels, args.num)  # repeated to --num
     files.check_writable(os.path.dirname(os.path.abspath(args.out)) if args.out else args.workdir,
                          "the sample grid and its .npz go there")
-    run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
+    run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides,
+                        sigma_rel=args.sigma_rel, best=args.best)
     run.check_images("sample")
     if run.config.model.get("text", None) is not None or args.prompt is not None:
         return _sample_prompt(args, run)
@@ -199,10 +202,22 @@ def _evaluate(args, overrides):
         spacing=args.spacing, eta=args.eta,
         feature_net=args.feature_net, bpd_examples=args.bpd_examples, split=args.split, ref_split=args.ref_split,
         stats_dir=args.stats_dir, seed=args.seed, ema=not args.raw_params, bpd_per_device_batch=args.bpd_batch,
-        config_overrides=overrides, step=args.step,
+        config_overrides=overrides, step=args.step, sigma_rel=args.sigma_rel, best=args.best,
     )
     print(evaluate.format_table(report))
     print(f"written: {report['path']}")
+    return 0
+
+
+def _ema(args, overrides):
+    from ddpm_jax import posthoc_ema
+
+    if overrides:
+        raise ValueError(f"ema takes no --config overrides, got {' '.join(overrides)}")
+    path, info = posthoc_ema.export(args.workdir, args.sigma_rel, step=args.step, max_error=args.max_error)
+    print(f"post-hoc EMA of sigma_rel {info['sigma_rel']:g} at step {info['step']} from {len(info['inputs'])} "
+          f"snapshot EMAs (profile error {info['profile_error']:.4f}): {path}\nuse it with sample/evaluate "
+          f"--workdir {args.workdir} --sigma-rel {args.sigma_rel:g}" + (f" --step {info['step']}" if args.step else ""))
     return 0
 
 
@@ -289,6 +304,15 @@ SAMPLER_HELP = ("ancestral (all T steps), ddim, euler, heun, dpm++2m, dpm++3m, d
 STEP_HELP = "the checkpoint to use (default: the newest that restores)"
 
 
+def _params_arguments(p):
+    """--raw-params, --sigma-rel, --best: which params of the run (default: the EMA of the checkpoint)."""
+    p.add_argument("--raw-params", action="store_true", help="use the raw params instead of the EMA")
+    p.add_argument("--sigma-rel", type=float, default=None,
+                   help="use the post-hoc EMA of this sigma_rel, made by `ema` (--step: its snapshot's step)")
+    p.add_argument("--best", action="store_true", help="use the best checkpoint by FID during training "
+                   "(WORKDIR/best, config.train.keep_best)")
+
+
 def _check_sampler_args(args):
     """--steps and --eta, refused before anything loads (the library checks them again under its own names)."""
     from ddpm_jax import validation
@@ -335,7 +359,7 @@ def main(argv=None) -> int:
     p.add_argument("--prompt", default=None, help="a text-conditional run's prompt, e.g. \"three left of eight\"")
     p.add_argument("--guidance-scale", "--guidance", type=float, default=1.0,
                    help="classifier-free guidance scale w: eps_null + w (eps_cond - eps_null)")
-    p.add_argument("--raw-params", action="store_true", help="use the raw params instead of the EMA")
+    _params_arguments(p)
     p.add_argument("--out", default=None, help="grid PNG (default: WORKDIR/samples_step<N>.png); .npz beside it")
 
     for name, what in (("img2img", "SDEdit: noise the --input images to --strength and denoise them with a sampler"),
@@ -379,7 +403,19 @@ def main(argv=None) -> int:
     p.add_argument("--stats-dir", default=None, help="reference statistics cache (default: WORKDIR/../fid_stats)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bpd-batch", type=int, default=64, help="bits/dim images per device per call")
-    p.add_argument("--raw-params", action="store_true", help="use the raw params instead of the EMA")
+    _params_arguments(p)
+
+    p = sub.add_parser("ema", help="post-hoc EMA (Karras et al. 2024): the EMA of any sigma_rel from the snapshots "
+                       "of a run trained with config.train.posthoc_ema; written for sample/evaluate --sigma-rel",
+                       description="Solves for the combination of the run's snapshot EMAs whose power-function "
+                       "profile fits that of --sigma-rel best (least squares), and writes its params to "
+                       "WORKDIR/posthoc_ema/sigma_rel_<S>_step_<N>.npz.")
+    p.add_argument("--workdir", required=True)
+    p.add_argument("--sigma-rel", type=float, required=True, help="the EMA length relative to training time, in "
+                   "(0, 0.289) (EDM2's default sigma_rels are 0.05 and 0.10)")
+    p.add_argument("--step", type=int, default=None, help="a snapshot's step (default: the newest)")
+    p.add_argument("--max-error", type=float, default=None, help="refuse when the fitted profile is off by more than "
+                   "this (relative L2; default 0.1); the message gives the sigma_rels the snapshots support")
 
     p = sub.add_parser("train-classifier",
                        help="train a small CNN classifier on a dataset (feature network for evaluate)")
@@ -420,7 +456,7 @@ def main(argv=None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "train-classifier": _train_classifier,
-                    "plots": _plots, "img2img": _edit, "inpaint": _edit, "forecast": _forecast}
+                    "plots": _plots, "img2img": _edit, "inpaint": _edit, "forecast": _forecast, "ema": _ema}
         return handlers[args.command](args, overrides)
     except (ValueError, OSError) as e:  # OSError: a file not found, a full disk (CheckpointWriteError), ...
         print(f"error: {e}", file=sys.stderr)

@@ -1,7 +1,8 @@
 """Checkpoints with Orbax: the train state and the input pipeline's position, saved together per step.
 
 A checkpoint holds three items: `packed`, the state's arrays concatenated into one buffer per dtype; `layout`,
-the JSON that undoes it (`pack` / `unpack`); and `data`, the pipeline position. Orbax's cost is per array, so a
+the JSON that undoes it (`pack` / `unpack`); and `data`, the pipeline position; optionally a fourth, `info`, JSON
+saved with them (the best checkpoint's step and FID, `train_eval`). Orbax's cost is per array, so a
 state of hundreds of small arrays written as a few buffers takes a fraction of the time and CPU (the digits run:
 ~12x less). Checkpoints of the earlier per-array layout (item `state`) still restore.
 
@@ -68,19 +69,21 @@ class Checkpointer:
         """Whether a write is in flight on any process (a `save` now would first wait for it)."""
         return parallel.any_process(not self._failed and self._manager.is_saving_in_progress())
 
-    def save(self, step: int, state: Any, data_state: dict) -> None:
+    def save(self, step: int, state: Any, data_state: dict, info: dict | None = None) -> None:
         """Copy `state` (a pytree of arrays) to host memory, packed (`pack`), and start writing it with the
-        pipeline position at `step`, after waiting for the write in flight (at most one is). Returns once the copy
-        is done; CheckpointWriteError if this or the previous write failed."""
+        pipeline position (and `info`, JSON, when given: part of the same atomic checkpoint) at `step`, after
+        waiting for the write in flight (at most one is). Returns once the copy is done; CheckpointWriteError if
+        this or the previous write failed."""
         self.wait()
         buffers, layout = pack(state)
         self._writing = int(step)
+        extra = {} if info is None else dict(info=ocp.args.JsonSave(dict(info)))
         try:
             self._manager.save(
                 int(step),
                 args=ocp.args.Composite(packed=ocp.args.StandardSave(buffers),
                                         layout=ocp.args.JsonSave(dict(leaves=layout)),
-                                        data=ocp.args.JsonSave(dict(data_state))),
+                                        data=ocp.args.JsonSave(dict(data_state)), **extra),
                 force=True,
             )
         except (OSError, ValueError) as e:
@@ -110,6 +113,14 @@ class Checkpointer:
         restored, _ = _restore_newest(self._manager, lambda s: _restore_step(self._manager, s, like), step,
                                       self.directory)
         return restored
+
+    def info(self, step: int | None = None) -> dict | None:
+        """The `info` saved with the checkpoint of `step` (default: the newest), None if none was (or there is no
+        checkpoint)."""
+        step = self.latest_step() if step is None else step
+        if step is None or not os.path.isdir(os.path.join(self.directory, str(step), "info")):
+            return None
+        return dict(self._manager.restore(step, args=ocp.args.Composite(info=ocp.args.JsonRestore()))["info"])
 
     def set_aside_newer_than(self, step: int) -> None:
         """Rename the checkpoints after `step` (those that did not restore) to `<step>.unreadable-<time>`, so the
@@ -144,10 +155,12 @@ class Checkpointer:
                     raise
 
 
-def restore_params(workdir: str, *, ema: bool = True, step: int | None = None) -> tuple[Any, int]:
-    """(params, step) of a run's checkpoint at `step` (default: the newest that restores): the EMA params, or
-    the raw ones. Reads only: the temporary directory of a write in flight is left alone."""
-    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+def restore_params(workdir: str, *, ema: bool = True, step: int | None = None,
+                   checkpoints: str = "checkpoints") -> tuple[Any, int]:
+    """(params, step) of a run's checkpoint at `step` (default: the newest that restores) in WORKDIR/`checkpoints`
+    ("best": the best checkpoint, `train_eval`): the EMA params, or the raw ones. Reads only: the temporary
+    directory of a write in flight is left alone."""
+    directory = os.path.abspath(os.path.join(workdir, checkpoints))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"no checkpoint in {directory}: train first (python -m ddpm_jax train ...).")
     _quiet_failure_noise()

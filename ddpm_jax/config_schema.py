@@ -5,7 +5,8 @@ sampling, optimizers, ...) and below the trainer and the CLI; the checks it is m
 
 from __future__ import annotations
 
-from ddpm_jax import configs, data, diffusion, losses, optimizers, parallel, sampling, schedules
+from ddpm_jax import (configs, data, diffusion, losses, optimizers, parallel, posthoc_ema, sample_quality, sampling,
+                      schedules)
 from ddpm_jax.validation import check_choice, check_count, check_number, check_sampler_settings, warn_once
 
 
@@ -52,6 +53,45 @@ def validate_config(config, *, training: bool = True) -> None:
             check_count(f"config.model.text.{name}", text[name], 2 if name == "max_length" else 1)
     if training:
         _validate_train(config.train)
+        _validate_posthoc_ema(config.train.get("posthoc_ema", None))
+        _validate_eval(config)
+
+
+def _validate_posthoc_ema(section) -> None:
+    """config.train.posthoc_ema: None, or dict(sigma_rels=distinct numbers in (0, 0.289), snapshot_every=N >= 1)."""
+    if section is None:
+        return
+    if set(section.keys()) != {"sigma_rels", "snapshot_every"}:
+        raise ValueError("config.train.posthoc_ema must be None (off) or dict(sigma_rels=(0.05, 0.1), "
+                         f"snapshot_every=N), got {section.to_dict()}.")
+    sigma_rels = section.sigma_rels
+    if not isinstance(sigma_rels, (tuple, list)) or not sigma_rels or len(set(sigma_rels)) != len(sigma_rels):
+        raise ValueError("config.train.posthoc_ema.sigma_rels must be a non-empty tuple of distinct numbers, got "
+                         f"{sigma_rels!r}.")
+    for value in sigma_rels:
+        posthoc_ema.check_sigma_rel("config.train.posthoc_ema.sigma_rels", value)
+    check_count("config.train.posthoc_ema.snapshot_every", section.snapshot_every)
+
+
+def _validate_eval(config) -> None:
+    """Evaluation during training: eval_every >= 0; when on, an image run (no latent, text or series data),
+    eval_samples >= 2 and a feature network that is there and fits the data (`check_feature_network_spec`);
+    keep_best only with it."""
+    t = config.train
+    check_count("config.train.eval_every", t.get("eval_every", 0), 0)
+    if not t.get("eval_every", 0):
+        if t.get("keep_best", False):
+            raise ValueError("config.train.keep_best keeps the checkpoint of the best FID, which needs FID during "
+                             "training: set config.train.eval_every > 0 (and eval_feature_net), or keep_best False.")
+        return
+    if (data.parse_source(config.data.source).kind == "series" or config.get("autoencoder", None) is not None
+            or config.model.get("text", None) is not None):
+        raise ValueError("config.train.eval_every measures FID/IS of pixel-space image models; this run is a "
+                         "series, latent or text-to-image run: set config.train.eval_every = 0.")
+    check_count("config.train.eval_samples", t.eval_samples, 2)
+    sample_quality.check_feature_network_spec(t.get("eval_feature_net", None), configs.data_shape(config),
+                                              f"config.train.eval_feature_net (for config.train.eval_every = "
+                                              f"{t.eval_every} on {config.data.source!r})")
 
 
 def _validate_series(config) -> None:

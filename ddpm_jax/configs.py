@@ -43,6 +43,13 @@ def base_config() -> ml_collections.ConfigDict:
                    ema_decay=0.9999, ema_warmup=False, label_dropout=0.0, steps_per_call=1,
                    log_every=100, checkpoint_every=10_000, sample_every=50_000, keep_checkpoints=3,
                    async_checkpointing=True, checkpoint_if_busy="skip",
+                   # post-hoc EMA (EDM2): None (off) or dict(sigma_rels=(0.05, 0.10), snapshot_every=N), see
+                   # posthoc_ema.py
+                   posthoc_ema=None,
+                   # FID/IS every eval_every steps (0: off) of eval_samples EMA samples, scored by eval_feature_net
+                   # ("classifier:DIR" | "inception:WEIGHTS.npz" | "inception:packaged"); keep_best: WORKDIR/best
+                   # holds the checkpoint of the best FID (train_eval.py)
+                   eval_every=0, eval_samples=500, eval_feature_net=None, keep_best=False,
                    # "pmap" or "sharded": jit over a mesh of mesh.data x mesh.fsdp devices (-1: the rest), see
                    # parallel.py; resuming on another layout or device count is fine
                    parallelism="pmap", mesh=dict(data=-1, fsdp=1)),

@@ -63,6 +63,8 @@ def evaluate(
     progress: bool = True,
     write: bool = True,
     step: int | None = None,
+    sigma_rel: float | None = None,
+    best: bool = False,
 ) -> dict:
     """Evaluate a checkpoint of a run; write WORKDIR/eval_<step>.json and return the report.
 
@@ -86,8 +88,12 @@ def evaluate(
       progress: tqdm progress bars.
       write: write WORKDIR/eval_<step>.json (atomically; the workdir must be writable).
       step: the checkpoint's step; None: the newest that restores (`checkpoint.restore_params`).
+      sigma_rel: evaluate the post-hoc EMA of this sigma_rel (written by `python -m ddpm_jax ema`; `step` is then
+        its snapshot's step) instead of the checkpoint's EMA; the report is WORKDIR/eval_<step>_sigma_rel_<S>.json.
+      best: evaluate the best checkpoint by FID during training (WORKDIR/best, config.train.keep_best).
 
-    Returns the report (what the json holds): step, workdir, params ("ema" | "raw"), feature_network (name or
+    Returns the report (what the json holds): step, workdir, params ("ema" | "raw" | "ema (best checkpoint)" |
+    "posthoc_ema sigma_rel=S"), feature_network (name or
     None), sampler {name, num_steps, spacing, eta (ddim), clip_denoised}, num_samples, seed, dataset {source, split, ref_split,
     ...caches}, metrics {fid, is, is_std, kid, kid_std, precision, recall, bpd, bpd_stderr, bpd_prior,
     bpd_decoder} (those computed), metric_settings, wall_seconds {sampling, features, reference, metrics, bpd,
@@ -100,7 +106,7 @@ def evaluate(
     network = resolve_feature_network(feature_net)
     if write:
         check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")
-    run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides)
+    run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides, sigma_rel=sigma_rel, best=best)
     run.check_images("evaluate")
     if run.codec is not None or run.config.model.get("text", None) is not None:
         raise ValueError(f"the run in {workdir!r} is a text-to-image (latent) run: evaluate measures pixel-space "
@@ -124,7 +130,9 @@ def evaluate(
         if sampler == "ddim":
             sampler_info["eta"] = float(options["eta"])
     report: dict[str, Any] = dict(
-        step=step, workdir=os.path.abspath(workdir), params="ema" if ema else "raw",
+        step=step, workdir=os.path.abspath(workdir),
+        params=(f"posthoc_ema sigma_rel={sigma_rel:g}" if sigma_rel is not None else "ema (best checkpoint)" if best
+                else "ema" if ema else "raw"),
         feature_network=network.name if network else None, sampler=sampler_info,
         num_samples=num_samples if network else 0, seed=seed,
         dataset=dict(source=source, split=split, ref_split=ref_split),
@@ -204,7 +212,8 @@ def evaluate(
     walls["total"] = time.perf_counter() - start
     report["devices"] = parallel.describe_devices()
     if write:
-        path = os.path.join(workdir, f"eval_{step}.json")
+        path = os.path.join(workdir, f"eval_{step}.json" if sigma_rel is None else
+                            f"eval_{step}_sigma_rel_{sigma_rel:g}.json")
         write_text(path, json.dumps(report, indent=2))
         report["path"] = path
     return report

@@ -2,9 +2,13 @@
 
     workdir/config.json        the run's config (`save_or_check_config`, `load_config`)
     workdir/checkpoints/       Orbax checkpoints (`ddpm_jax.checkpoint`)
+    workdir/best/              the checkpoint of the best FID during training (`train_eval`; config.train.keep_best)
+    workdir/posthoc_ema/       post-hoc EMA snapshots and reconstructions (`posthoc_ema`; config.train.posthoc_ema)
     workdir/train.lock         held by the train process writing the run (`lock_workdir`), with its PID
 
     run = runs.load_run("runs/digits")           # config, model, schedule, EMA params of the newest checkpoint
+    run = runs.load_run("runs/x", sigma_rel=0.07)   # the post-hoc EMA of sigma_rel 0.07 (`python -m ddpm_jax ema`)
+    run = runs.load_run("runs/x", best=True)     # the EMA params of the best checkpoint by FID
     x0 = sampling.ddim_sample(run.model_fn, run.sched, rng, (8,) + run.image_shape())
     images = runs.sample(run.config, run.params, rng, 64, run.image_shape())   # the config's sampler, all devices
     forecasts = runs.forecast(run.config, run.params, rng, 20)                  # a series run's test windows
@@ -24,15 +28,18 @@ from typing import Any, NamedTuple, Sequence
 import ml_collections
 import numpy as np
 
-from ddpm_jax import (checkpoint, config_schema, configs, data, forecasting, functional, latent, sampling,
-                      schedules, series, validation)
+from ddpm_jax import (checkpoint, config_schema, configs, data, forecasting, functional, latent, posthoc_ema,
+                      sampling, schedules, series, validation)
 from ddpm_jax.files import check_writable, write_text
 from ddpm_jax.models.unet import UNet
 
 CONFIG_FILE = "config.json"
+BEST_DIR = "best"  # the best checkpoint by FID (written by `train_eval`)
 LOCK_FILE = "train.lock"
-# Sections whose change makes a checkpoint mean something else (another model shape, another process).
-COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window", "autoencoder")
+# Sections whose change makes a checkpoint mean something else (another model shape, another process, EMAs of
+# other lengths).
+COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window", "autoencoder",
+                      "train.posthoc_ema.sigma_rels")
 
 
 class Run(NamedTuple):
@@ -69,13 +76,27 @@ class Run(NamedTuple):
         return shape if self.codec is None else self.codec.model.latent_shape(shape)
 
 
-def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrides: Sequence[str] = ()) -> Run:
+def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrides: Sequence[str] = (),
+             sigma_rel: float | None = None, best: bool = False) -> Run:
     """The run in `workdir`: its saved config with `overrides` ("--config.sample.num_steps=20") applied and
-    validated, the model and schedule it builds, and the EMA (or raw, ema=False) params of `step`'s checkpoint,
-    or of the newest one that restores (`checkpoint.restore_params`)."""
+    validated, the model and schedule it builds, and its params: the EMA (or raw, ema=False) params of `step`'s
+    checkpoint, or of the newest one that restores (`checkpoint.restore_params`); with `best`, those of the best
+    checkpoint by FID (WORKDIR/best, `train_eval`); with `sigma_rel`, the post-hoc EMA of that sigma_rel at `step`
+    (a snapshot's; default the newest) that `python -m ddpm_jax ema` wrote (`posthoc_ema.load_reconstruction`)."""
+    if sum((sigma_rel is not None, best, not ema)) > 1:
+        raise ValueError("choose one of the params to load: the raw params (ema=False, --raw-params), a post-hoc EMA "
+                         "(sigma_rel, --sigma-rel) or the best checkpoint (best, --best).")
     config = configs.apply_overrides(load_config(workdir), overrides)
     config_schema.validate_config(config, training=False)
-    params, step = checkpoint.restore_params(workdir, ema=ema, step=step)
+    if sigma_rel is not None:
+        params, step = posthoc_ema.load_reconstruction(workdir, sigma_rel, step)
+    elif best:
+        if not os.path.isdir(os.path.join(workdir, BEST_DIR)):
+            raise FileNotFoundError(f"no best checkpoint in {workdir!r} ({os.path.join(workdir, BEST_DIR)}): it is "
+                                    "kept by training with config.train.keep_best = True and eval_every > 0.")
+        params, step = checkpoint.restore_params(workdir, ema=True, step=step, checkpoints=BEST_DIR)
+    else:
+        params, step = checkpoint.restore_params(workdir, ema=ema, step=step)
     autoencoder = configs.create_autoencoder(config)
     codec = None if autoencoder is None else latent.load_codec(workdir, autoencoder)
     return Run(workdir, config, configs.create_model(config), configs.create_schedule(config, params), params, step,
@@ -155,8 +176,11 @@ def _has_checkpoints(workdir: str) -> bool:
 
 
 def incompatibilities(saved: ml_collections.ConfigDict, current: ml_collections.ConfigDict) -> list[str]:
-    """Dotted names of the fields in COMPATIBILITY_KEYS where the two configs differ."""
+    """Dotted names of the fields in COMPATIBILITY_KEYS where the two configs differ (post-hoc EMA's sigma_rels
+    count as None where it is off: the train state holds its EMAs, so it cannot be switched on or off mid-run)."""
     flat_saved, flat_now = _flatten(saved.to_dict()), _flatten(current.to_dict())
+    for flat in (flat_saved, flat_now):
+        flat.setdefault("train.posthoc_ema.sigma_rels", None)
     keys = sorted(set(flat_saved) | set(flat_now))
     return [
         k for k in keys

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ddpm_jax import data, metrics
+from ddpm_jax.metrics import inception
 
 KID_SUBSET_SIZE = 1000
 KID_NUM_SUBSETS = 100
@@ -83,23 +84,63 @@ def sample_features(network: metrics.FeatureNetwork, samples: np.ndarray, max_va
                                             devices=devices, progress=progress)
 
 
+def fid_and_inception_score(real_stats: metrics.RunningStats, fake: dict) -> tuple[dict, dict]:
+    """(metrics, settings): FID of fake {"features" [n, D], "logits" [n, K]} against the reference statistics, and
+    IS (+ std over min(10, n) splits) of its logits; no IS when fake has no logits."""
+    fake_stats = metrics.RunningStats(real_stats.feature_network)
+    fake_stats.update(fake["features"])
+    out = dict(fid=metrics.frechet_distance(real_stats.mean(), real_stats.cov(), fake_stats.mean(), fake_stats.cov()))
+    settings = {}
+    if "logits" in fake:  # not from a features-only network ("inception:packaged")
+        splits = min(IS_SPLITS, fake["logits"].shape[0])
+        out["is"], out["is_std"] = metrics.inception_score(fake["logits"], splits=splits)
+        settings.update(is_splits=splits, num_classes=int(fake["logits"].shape[1]))
+    return out, settings
+
+
 def sample_metrics(real_stats: metrics.RunningStats, real_features: np.ndarray, fake: dict) -> tuple[dict, dict]:
     """(metrics, settings): FID, IS (+ std), KID (+ std), precision, recall of fake {"features" [n, D], "logits"
     [n, K]} against the reference statistics and features; no IS when fake has no logits."""
     f = fake["features"]
-    n = f.shape[0]
-    fake_stats = metrics.RunningStats(real_stats.feature_network)
-    fake_stats.update(f)
-    out = dict(fid=metrics.frechet_distance(real_stats.mean(), real_stats.cov(), fake_stats.mean(), fake_stats.cov()))
-    subset = min(KID_SUBSET_SIZE, n, real_features.shape[0])
-    settings = dict(kid_subset_size=subset, kid_num_subsets=KID_NUM_SUBSETS, pr_k=PR_K)
-    if "logits" in fake:  # not from a features-only network ("inception:packaged")
-        splits = min(IS_SPLITS, n)
-        out["is"], out["is_std"] = metrics.inception_score(fake["logits"], splits=splits)
-        settings.update(is_splits=splits, num_classes=int(fake["logits"].shape[1]))
+    out, settings = fid_and_inception_score(real_stats, fake)
+    subset = min(KID_SUBSET_SIZE, f.shape[0], real_features.shape[0])
+    settings.update(kid_subset_size=subset, kid_num_subsets=KID_NUM_SUBSETS, pr_k=PR_K)
     out["kid"], out["kid_std"] = metrics.kid(real_features, f, num_subsets=KID_NUM_SUBSETS, subset_size=subset)
     out["precision"], out["recall"] = metrics.precision_recall(real_features, f, k=PR_K)
     return out, settings
+
+
+def check_feature_network_spec(spec, image_shape: Sequence[int], name: str) -> None:
+    """ValueError unless `spec` ("classifier:DIR", "inception:WEIGHTS.npz", "inception:packaged") names a feature
+    network that is there and takes images of `image_shape` (a classifier is made for one image shape); `name`
+    is the setting's name for the message. Reads the classifier's classifier.json, not its params."""
+    accepted = ("'classifier:DIR' (make one for this dataset with python -m ddpm_jax train-classifier --dataset "
+                "SOURCE --workdir DIR), 'inception:WEIGHTS.npz' (FID Inception weights) or 'inception:packaged'")
+    kind, _, arg = str(spec).partition(":")
+    if spec is None:
+        raise ValueError(f"{name} is not set, and FID/IS need a feature network; accepted: {accepted}.")
+    if not arg or kind not in ("classifier", "inception"):
+        raise ValueError(f"{name} = {spec!r} names no feature network; accepted: {accepted}.")
+    if kind == "inception":
+        if arg == "packaged":
+            inception.packaged_weights_path()  # ValueError saying what to install
+        elif not os.path.exists(arg):
+            raise ValueError(f"{name} = {spec!r}: the FID Inception weights {arg!r} are not there (see "
+                             "ddpm_jax/metrics/inception.py for how to make the .npz).")
+        return
+    from ddpm_jax import classifier
+
+    path = os.path.join(arg, classifier.INFO_FILE)
+    if not os.path.exists(path):
+        raise ValueError(f"{name} = {spec!r}: {path} not found, so {arg!r} holds no trained classifier; accepted: "
+                         f"{accepted}.")
+    with open(path) as f:
+        info = json.load(f)
+    if tuple(info["image_shape"]) != tuple(image_shape):
+        raise ValueError(f"{name} = {spec!r}: the classifier takes images of shape {tuple(info['image_shape'])} "
+                         f"(it was trained on {info['dataset']!r}), this data's are {tuple(image_shape)}: train one "
+                         "on this dataset (python -m ddpm_jax train-classifier --dataset SOURCE --workdir DIR), or "
+                         "use 'inception:WEIGHTS.npz' or 'inception:packaged'.")
 
 
 def check_classifier_dataset(spec, source: str) -> None:

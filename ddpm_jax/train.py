@@ -18,7 +18,7 @@ import math
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax
 import jax
@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from ddpm_jax import checkpoint, config_schema, configs, data, latent, losses, parallel, runs, validation, vdm, viz
+from ddpm_jax import (checkpoint, config_schema, configs, data, latent, losses, parallel, posthoc_ema, runs,
+                      train_eval, validation, vdm, viz)
 from ddpm_jax.models import autoencoder as autoencoder_lib
 from ddpm_jax.models import text as text_lib
 from ddpm_jax.optimizers import create_optimizer  # noqa: F401 - public as train.create_optimizer
@@ -37,9 +38,10 @@ from ddpm_jax.keys import example_keys, per_example
 @flax.struct.dataclass
 class TrainState:
     """Everything a run needs to continue exactly: step int32 [], params, ema_params, opt_state, rng (the base
-    key, uint32 [2]), with importance sampling of t the loss history (else None) and, for latent diffusion, the
+    key, uint32 [2]), with importance sampling of t the loss history (else None), for latent diffusion the
     frozen first stage (dict(params=autoencoder params, scale=float32 [])) the train step encodes with (else
-    None)."""
+    None), and with config.train.posthoc_ema the power-function EMAs of its sigma_rels, a tuple of params (else
+    None; `posthoc_ema`)."""
 
     step: jnp.ndarray
     params: Any
@@ -48,6 +50,7 @@ class TrainState:
     rng: jnp.ndarray
     importance: losses.ImportanceState | None = None
     frozen: Any = None
+    posthoc_ema: tuple | None = None
 
 
 def create_train_state(config, model, optimizer, image_shape, frozen=None) -> TrainState:
@@ -59,10 +62,17 @@ def create_train_state(config, model, optimizer, image_shape, frozen=None) -> Tr
         losses.ImportanceState.create(config.diffusion.num_timesteps)
         if config.diffusion.get("importance_sampling", False) else None
     )
+    sigma_rels = posthoc_sigma_rels(config)
     return TrainState(
         step=jnp.int32(0), params=params, ema_params=params, opt_state=optimizer.init(params), rng=base_rng,
-        importance=importance, frozen=frozen,
+        importance=importance, frozen=frozen, posthoc_ema=tuple(params for _ in sigma_rels) if sigma_rels else None,
     )
+
+
+def posthoc_sigma_rels(config) -> tuple[float, ...]:
+    """config.train.posthoc_ema.sigma_rels, () when post-hoc EMA is off (the field None or absent)."""
+    section = config.train.get("posthoc_ema", None)
+    return () if section is None else tuple(float(s) for s in section.sigma_rels)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -80,7 +90,7 @@ def ema_decay_at(step, decay: float, warmup: bool):
 
 
 def train_step(state: TrainState, batch, *, model, optimizer, objective, ema_decay, ema_warmup, label_dropout=0.0,
-               encoder=None, axis=parallel.PER_DEVICE):
+               encoder=None, posthoc_gammas=(), axis=parallel.PER_DEVICE):
     """One optimizer step on this slice of the global batch: one device's under pmap (`axis` =
     parallel.PER_DEVICE), the whole batch under jit with shardings (parallel.GLOBAL).
 
@@ -88,6 +98,7 @@ def train_step(state: TrainState, batch, *, model, optimizer, objective, ema_dec
     the model is conditional; dropped to the model's `null_label` at rate `label_dropout`).
     objective: an `objectives` instance (its `loss_and_grads`). encoder: latent diffusion's
     `encoder(state.frozen, images, keys) -> latents` (`latent_encoder`), the model then denoising latents.
+    posthoc_gammas: the exponents of state.posthoc_ema's power-function EMAs (`posthoc_ema.update`).
     Returns (new state, metrics averaged over the global batch).
     """
     step_rng = jax.random.fold_in(state.rng, state.step)
@@ -107,7 +118,7 @@ def train_step(state: TrainState, batch, *, model, optimizer, objective, ema_dec
     (loss, aux), grads = objective.loss_and_grads(
         model, state.params, x0, example_rng, labels=labels, rngs={"dropout": jax.random.fold_in(dropout_rng, device)},
         first_index=first_index, global_batch=per_device * axis.size(), importance=state.importance)
-    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup, axis)
+    new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup, axis, posthoc_gammas)
     importance = state.importance
     if importance is not None:
         importance = importance.update(axis.gather(aux["t"]), axis.gather(aux["loss"]))
@@ -125,15 +136,21 @@ def drop_condition(labels, null_label, rate: float, keys):
     return jnp.where(drop.reshape(drop.shape + (1,) * null.ndim), null, labels)
 
 
-def _apply_gradients(state: TrainState, grads, optimizer, ema_decay, ema_warmup, axis) -> tuple[TrainState, jax.Array]:
-    """(state after the optimizer and EMA updates with the gradients averaged over `axis`, their global norm)."""
+def _apply_gradients(state: TrainState, grads, optimizer, ema_decay, ema_warmup, axis,
+                     posthoc_gammas=()) -> tuple[TrainState, jax.Array]:
+    """(state after the optimizer and EMA updates with the gradients averaged over `axis`, their global norm); the
+    power-function EMAs too, with exponents `posthoc_gammas`, when the state has them."""
     grads = axis.mean(grads)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     decay = ema_decay_at(state.step, ema_decay, ema_warmup)
     ema_params = jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, params)
+    posthoc = state.posthoc_ema
+    if posthoc is not None:
+        posthoc = posthoc_ema.update(posthoc, params, state.step + 1, posthoc_gammas)
     grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g)) for g in jax.tree_util.tree_leaves(grads)))
-    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema_params, opt_state=opt_state,
+                              posthoc_ema=posthoc)
     return new_state, grad_norm
 
 
@@ -218,11 +235,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, devic
     workdir that is a file or not writable, and a workdir another train process holds (`runs.lock_workdir`).
     Logs to workdir/metrics.jsonl and TensorBoard (workdir/tensorboard), writes EMA sample grids to
     workdir/samples/, checkpoints to workdir/checkpoints/ every config.train.checkpoint_every steps and at the
-    end (written in the background, see `checkpoint`). A SIGTERM checkpoints the current step, waits for the
-    write and raises `Preempted`; a non-finite loss raises FloatingPointError and a failed checkpoint write
-    `checkpoint.CheckpointWriteError`, both leaving the last good checkpoint as it was. A checkpoint that falls due
-    while the previous one is still being written is skipped (config.train.checkpoint_if_busy = "skip", the
-    default: training never waits for the disk) or waits for it ("wait"); the final and SIGTERM ones always wait.
+    end (written in the background, see `checkpoint`); with config.train.posthoc_ema, snapshots of its EMAs to
+    workdir/posthoc_ema/ (`posthoc_ema`); with config.train.eval_every, FID/IS of EMA samples to the logs and,
+    with keep_best, the best checkpoint to workdir/best/ (`train_eval`). A SIGTERM checkpoints the current step,
+    waits for the write and raises `Preempted`; a non-finite loss raises FloatingPointError and a failed
+    checkpoint write `checkpoint.CheckpointWriteError`, both leaving the last good checkpoint as it was. A
+    checkpoint that falls due while the previous one is still being written is skipped
+    (config.train.checkpoint_if_busy = "skip", the default: training never waits for the disk) or waits for it
+    ("wait"); the final and SIGTERM ones always wait.
     `stop_after` ends the call after that many steps without a final checkpoint, as a crash would (for tests).
     Returns dict(step, metrics, state, steps_run, checkpoints=dict(written, skipped), ...).
     """
@@ -279,16 +299,53 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
     # Sharded runs sample on their mesh; pmap runs on all devices, whatever `devices` (as they always did).
     sample_layout = layout if isinstance(layout, parallel.Sharded) else None
 
-    def write_samples(placed, step):
+    def write_samples(placed, step, data_state):
         _write_samples(config, layout.host(placed.ema_params), step, image_shape, workdir if lead else None, codec,
                        sample_layout)
 
-    placed, metrics, last, checkpoints = _loop(
-        layout, layout.put_state(state), pipeline, ckpt, lambda k: _compiled_steps(step_config, layout, k),
-        t_cfg, step=step, end=end, writer=_MetricWriter(workdir) if lead else None, progress=progress,
-        on_samples=write_samples, workdir=workdir)
+    periodic = [Periodic(t_cfg.sample_every, write_samples)]
+    sigma_rels = posthoc_sigma_rels(config)
+    if sigma_rels:
+        periodic.append(Periodic(t_cfg.posthoc_ema.snapshot_every, functools.partial(
+            _write_snapshot, layout, workdir if lead else None, sigma_rels)))
+    with contextlib.ExitStack() as stack:
+        if t_cfg.get("eval_every", 0):
+            quality = train_eval.SampleQuality(config, workdir, image_shape, arrays.max_value, sample_layout)
+            best = None
+            if t_cfg.get("keep_best", False):
+                best = train_eval.BestCheckpoint(workdir, quality.protocol())
+                stack.callback(best.close)
+            periodic.append(Periodic(t_cfg.eval_every, functools.partial(_evaluate, layout, quality, best)))
+        placed, metrics, last, checkpoints = _loop(
+            layout, layout.put_state(state), pipeline, ckpt, lambda k: _compiled_steps(step_config, layout, k),
+            t_cfg, step=step, end=end, writer=_MetricWriter(workdir) if lead else None, progress=progress,
+            periodic=periodic, workdir=workdir)
     state = layout.host(placed)
     return dict(step=last, metrics=metrics, state=state, steps_run=last - step, checkpoints=checkpoints)
+
+
+class Periodic(NamedTuple):
+    """Work the training loop does every `every` steps (0: never) and at the last step: fn(placed state, step,
+    data_state) with data_state() the pipeline's position; a dict it returns is logged (metrics.jsonl, TensorBoard's
+    eval/ section) and shown in the progress bar."""
+
+    every: int
+    fn: Callable
+
+
+def _write_snapshot(layout, workdir, sigma_rels, placed, step, data_state):
+    """The post-hoc EMA snapshot of `step` (every process takes part in the copy; written where workdir is given)."""
+    emas = layout.host(placed.posthoc_ema)
+    if workdir is not None:
+        posthoc_ema.write_snapshot(workdir, step, sigma_rels, emas)
+
+
+def _evaluate(layout, quality, best, placed, step, data_state) -> dict:
+    """FID and IS of the EMA params (`train_eval.SampleQuality`), offered to the best checkpoint when kept."""
+    out = quality(layout.host(placed.ema_params))
+    if best is not None:
+        best.offer(step, out["fid"], lambda: layout.host(placed), data_state())
+    return out
 
 
 def _tokenize_captions(config, arrays: data.Arrays) -> data.Arrays:
@@ -332,7 +389,7 @@ def _train_autoencoder(config, workdir, model, arrays, layout, stop_after, progr
     placed, metrics, last, _ = _loop(
         layout, layout.put_state(state), pipeline, ckpt, steps, t_cfg, step=step, end=end,
         writer=_MetricWriter(directory) if parallel.is_lead_process() else None, progress=progress,
-        on_samples=None, workdir=directory)
+        periodic=(), workdir=directory)
     state = layout.host(placed)
     if last < t_cfg.num_steps:
         return dict(step=last, metrics=metrics, state=state, steps_run=last - step)
@@ -359,15 +416,15 @@ def _autoencoder_report(config, model, params, arrays, seconds) -> dict:
                 test_examples=len(test_images), train_seconds=seconds)
 
 
-def _loop(layout, placed, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, progress, on_samples, workdir):
+def _loop(layout, placed, pipeline, ckpt, compiled, t_cfg, *, step, end, writer, progress, periodic, workdir):
     """Run the compiled steps (`compiled(k)`: k steps per call) on the state `placed` by `layout` from `step` to
-    `end`: log to `writer`, call `on_samples(placed, step)` every t_cfg.sample_every steps, checkpoint every t_cfg.checkpoint_every steps, at
-    t_cfg.num_steps and on SIGTERM (then raise `Preempted`). A checkpoint due while the previous write is still in
-    flight is skipped (t_cfg.checkpoint_if_busy = "skip") or waits for it ("wait"); the final and the SIGTERM
-    checkpoints always wait. Closes the pipeline, writer and checkpointer. Returns (placed state, last metrics,
-    last step, dict(written=..., skipped=...) checkpoints)."""
+    `end`: log to `writer`, do the `periodic` work (`Periodic`; its time is left out of images/s), checkpoint
+    every t_cfg.checkpoint_every steps, at t_cfg.num_steps and on SIGTERM (then raise `Preempted`). A checkpoint
+    due while the previous write is still in flight is skipped (t_cfg.checkpoint_if_busy = "skip") or waits for it
+    ("wait"); the final and the SIGTERM checkpoints always wait. Closes the pipeline, writer and checkpointer.
+    Returns (placed state, last metrics, last step, dict(written=..., skipped=...) checkpoints)."""
     bar = _progress_bar(step, t_cfg.num_steps, progress)
-    metrics, timer = {}, _Timer()
+    metrics, timer, shown = {}, _Timer(), {}
     counts = dict(written=0, skipped=0)
     try:
         with _Preemption() as preemption:
@@ -385,12 +442,19 @@ def _loop(layout, placed, pipeline, ckpt, compiled, t_cfg, *, step, end, writer,
                 step += k
                 timer.record(k * t_cfg.batch_size)
                 bar.update(k)
-                bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{timer.rate():.0f}")
                 if writer and (step % t_cfg.log_every < k or step == end):
                     writer.write(step, dict(metrics, images_per_sec=timer.rate(),
                                             compile_seconds=timer.first_call_seconds))
-                if on_samples and t_cfg.sample_every and (step % t_cfg.sample_every < k or step == t_cfg.num_steps):
-                    on_samples(placed, step)
+                started = time.perf_counter()
+                for work in periodic:
+                    if work.every and (step % work.every < k or step == t_cfg.num_steps):
+                        out = work.fn(placed, step, pipeline.state)
+                        if out:
+                            shown.update({name: f"{v:.4g}" for name, v in out.items() if name != "eval_seconds"})
+                            if writer:
+                                writer.write(step, out, section="eval")
+                timer.exclude(time.perf_counter() - started)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}", img_s=f"{timer.rate():.0f}", **shown)
                 final = step == t_cfg.num_steps or preemption.requested
                 if final or step % t_cfg.checkpoint_every < k:
                     if final or t_cfg.get("checkpoint_if_busy", "skip") == "wait" or not ckpt.busy():
@@ -432,14 +496,16 @@ def _last_checkpoint(ckpt) -> str:
 
 # Fields that do not change the compiled step (so runs differing only in them share one compilation).
 _NOT_IN_STEP = ("seed", "sample", "train.log_every", "train.checkpoint_every", "train.sample_every",
-                "train.keep_checkpoints", "train.async_checkpointing", "train.checkpoint_if_busy")
+                "train.keep_checkpoints", "train.async_checkpointing", "train.checkpoint_if_busy",
+                "train.posthoc_ema.snapshot_every", "train.eval_every", "train.eval_samples", "train.eval_feature_net",
+                "train.keep_best")
 
 
 def _step_config_json(config) -> str:
     d = json.loads(configs.to_json(config))
     for dotted in _NOT_IN_STEP:
         *path, last = dotted.split(".")
-        functools.reduce(lambda node, key: node.get(key, {}), path, d).pop(last, None)
+        (functools.reduce(lambda node, key: node.get(key) or {}, path, d)).pop(last, None)
     return json.dumps(d, sort_keys=True)
 
 
@@ -465,7 +531,8 @@ def _compiled_steps(step_config: str, layout, steps: int):
         train_step, model=configs.create_model(config), optimizer=create_optimizer(config),
         objective=configs.create_objective(config), ema_decay=t_cfg.ema_decay, ema_warmup=t_cfg.ema_warmup,
         label_dropout=t_cfg.get("label_dropout", 0.0),
-        encoder=None if autoencoder is None else latent_encoder(autoencoder), axis=layout.axis,
+        encoder=None if autoencoder is None else latent_encoder(autoencoder),
+        posthoc_gammas=tuple(float(g) for g in posthoc_ema.std_to_exp(posthoc_sigma_rels(config))), axis=layout.axis,
     )
     return make_multi_step(step_fn, steps, layout=layout)
 
@@ -515,6 +582,10 @@ class _Timer:
             self.seconds += now - self.last
         self.last = now
 
+    def exclude(self, seconds: float):
+        """Leave `seconds` just spent on other work out of the next interval."""
+        self.last += seconds
+
     def rate(self) -> float:
         return self.images / self.seconds if self.seconds else 0.0
 
@@ -528,12 +599,13 @@ class _MetricWriter:
         self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
-    def write(self, step: int, metrics: dict):
+    def write(self, step: int, metrics: dict, section: str = "train"):
+        """One line of metrics.jsonl; TensorBoard scalars named <section>/<metric>."""
         self._jsonl.write(json.dumps(dict(step=step, time=time.time(), **metrics)) + "\n")
         self._jsonl.flush()
         for name, value in metrics.items():
             if value is not None:
-                self._tb.add_scalar(f"train/{name}", value, step)
+                self._tb.add_scalar(f"{section}/{name}", value, step)
         self._tb.flush()
 
     def close(self):
