@@ -5,8 +5,11 @@ sampling, optimizers, ...) and below the trainer and the CLI; the checks it is m
 
 from __future__ import annotations
 
+import dataclasses
+
 from ddpm_jax import (configs, data, diffusion, losses, optimizers, parallel, posthoc_ema, sample_quality, sampling,
                       schedules)
+from ddpm_jax.models import dit
 from ddpm_jax.validation import check_choice, check_count, check_number, check_sampler_settings, warn_once
 
 
@@ -17,7 +20,10 @@ def validate_config(config, *, training: bool = True) -> None:
     check_choice("model dtype (config.model.dtype)", m.get("dtype", "float32"), tuple(configs.DTYPES))
     if m.get("num_classes", None) is not None:
         check_count("config.model.num_classes", m.num_classes)
-    check_number("config.model.dropout", m.dropout, 0.0, 1.0, high_open=True)
+    check_number("config.model.dropout", m.get("dropout", 0.0), 0.0, 1.0, high_open=True)
+    check_choice("model architecture (config.model.arch)", m.get("arch", "unet"), tuple(configs.ARCHITECTURES))
+    if m.get("arch", "unet") == "dit":
+        _validate_dit(m)
     check_count("config.diffusion.num_timesteps", d.num_timesteps)
     objective = configs.objective(config)  # checks the objective's own section and prediction
     if objective not in configs.CONTINUOUS_OBJECTIVES:
@@ -92,6 +98,25 @@ def _validate_eval(config) -> None:
     sample_quality.check_feature_network_spec(t.get("eval_feature_net", None), configs.data_shape(config),
                                               f"config.train.eval_feature_net (for config.train.eval_every = "
                                               f"{t.eval_every} on {config.data.source!r})")
+
+
+def _validate_dit(m) -> None:
+    """A DiT section (config.model.arch = "dit"): only fields the DiT reads (a U-Net field such as ch or dropout
+    left in it would be silently ignored), positive sizes, heads that divide the width, a known position embedding
+    (the sin-cos one needs a width divisible by 4)."""
+    fields = [f.name for f in dataclasses.fields(dit.DiT) if f.name not in ("parent", "name")]
+    unread = sorted(set(m.keys()) - set(fields) - {"arch", "text"})
+    if unread:
+        raise ValueError(f"config.model sets {', '.join(unread)}, which a DiT (arch 'dit') does not read; its fields "
+                         f"are {', '.join(fields)} (and text): see experiments/mnist_dit.py.")
+    net = configs.module_from_section(dit.DiT, m)
+    for name in ("hidden_size", "depth", "num_heads", "patch_size"):
+        check_count(f"config.model.{name}", getattr(net, name))
+    check_number("config.model.mlp_ratio", net.mlp_ratio, 0.0, low_open=True)
+    check_choice("position embedding (config.model.pos_embed)", net.pos_embed, dit.POS_EMBEDS)
+    if net.hidden_size % net.num_heads or (net.pos_embed == "sincos" and net.hidden_size % 4):
+        raise ValueError(f"config.model.hidden_size = {net.hidden_size} must be divisible by num_heads "
+                         f"({net.num_heads}) and, for the sin-cos position embedding, by 4.")
 
 
 def _validate_series(config) -> None:

@@ -18,13 +18,15 @@ import ml_collections
 from ddpm_jax import data, objectives, parallel, processes, schedules, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.autoencoder import Autoencoder
+from ddpm_jax.models.dit import DiT
 from ddpm_jax.models.text import TextEncoder, TextUNet, Tokenizer
 from ddpm_jax.models.unet import UNet
 from ddpm_jax.models.time_scaled import EDMPreconditioned, TimeScaled
 from ddpm_jax.models.unet1d import UNet1D
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-ARCHITECTURES = {"unet": UNet, "unet1d": UNet1D}  # config.model.arch: images [B, H, W, C], sequences [B, L, C]
+# config.model.arch: U-Net or Diffusion Transformer on images [B, H, W, C]; U-Net on sequences [B, L, C]
+ARCHITECTURES = {"unet": UNet, "dit": DiT, "unet1d": UNet1D}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -98,10 +100,11 @@ def _check_plain_mse(d: ml_collections.ConfigDict, needs: str, prediction: str |
                          f"importance_sampling False; got {', '.join(got)}.")
 
 
-def create_model(config: ml_collections.ConfigDict) -> UNet | vdm.VDM | TextUNet:
-    """The U-Net of config.model (config.model.arch, default "unet": `ARCHITECTURES`); learn_sigma follows
+def create_model(config: ml_collections.ConfigDict) -> UNet | DiT | vdm.VDM | TextUNet:
+    """The network of config.model (config.model.arch, default "unet": `ARCHITECTURES`; "dit" reads the DiT's
+    fields, hidden_size, depth, num_heads, mlp_ratio, patch_size, pos_embed, from the section); learn_sigma follows
     config.diffusion.variance == "learned_range". With config.diffusion.objective = "vdm", a `vdm.VDM` around
-    that U-Net; with a section config.model.text, a `TextUNet`: the U-Net with cross-attention and the text
+    that network; with a section config.model.text, a `TextUNet`: the network with cross-attention and the text
     encoder of that section (see `tokenizer`)."""
     m = config.model
     text = m.get("text", None)

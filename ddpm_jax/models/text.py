@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax.models.unet import UNet, attention
+from ddpm_jax.models.unet import attention
 
 PAD, BOS = 0, 1
 SPECIAL_TOKENS = ("<pad>", "<bos>")
@@ -134,10 +134,11 @@ class TextEncoder(nn.Module):
 
 class TextUNet(nn.Module):
     """A text-conditioned denoiser: x [B, H, W, C], t [B], y tokens int32 [B, L] (None: the empty prompt)
-    -> [B, H, W, C_out]. The encoder's (embeddings, mask) are the U-Net's cross-attention context; both are
-    trained together (one params tree: {"encoder": ..., "unet": ...})."""
+    -> [B, H, W, C_out]. The encoder's (embeddings, mask) are the cross-attention context of `unet`, a U-Net or
+    a `dit.DiT` with cross_attention=True; both are trained together (one params tree: {"encoder": ...,
+    "unet": ...})."""
 
-    unet: UNet
+    unet: nn.Module
     encoder: TextEncoder
 
     @property

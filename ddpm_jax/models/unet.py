@@ -74,6 +74,7 @@ __all__ = [
     "space_to_depth",
     "depth_to_space",
     "count_params",
+    "check_conditioning",
     "PRESETS",
     "preset",
     "CONFIGS",
@@ -157,6 +158,24 @@ def depth_to_space(x: jax.Array, p: int) -> jax.Array:
 def count_params(params: Any) -> int:
     """Total number of scalars in a parameter pytree (arrays or `jax.ShapeDtypeStruct`s from eval_shape)."""
     return int(sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def check_conditioning(model: nn.Module, batch: int, t: jax.Array, y: jax.Array | None) -> None:
+    """The checks of a denoiser's call shared by `UNet` and `dit.DiT`: t of shape [B], labels y [B] of ints only for
+    a class-conditional `model` (num_classes set), and an even `out_channels` with learn_sigma."""
+    if t.shape != (batch,):
+        raise ValueError(f"t must have shape [B] = ({batch},), got shape {t.shape}")
+    if model.num_classes is None:
+        if y is not None:
+            raise ValueError("y was given but the model has no class conditioning (num_classes=None)")
+    elif y is not None:
+        if y.shape != (batch,):
+            raise ValueError(f"y must have shape [B] = ({batch},) of int labels in [0, {model.num_classes}], "
+                             f"got shape {y.shape}")
+        if not jnp.issubdtype(y.dtype, jnp.integer):
+            raise ValueError(f"y must hold integer labels, got dtype {y.dtype}")
+    if model.out_channels is not None and model.learn_sigma and model.out_channels % 2:
+        raise ValueError(f"with learn_sigma, out_channels (prediction + v) must be even, got {model.out_channels}")
 
 
 class GroupNorm(nn.Module):
@@ -425,20 +444,7 @@ class UNet(nn.Module):
         if not self.ch_mult:
             raise ValueError("ch_mult must name at least one resolution level, got ()")
         self._check_x(x)
-        B = x.shape[0]
-        if t.shape != (B,):
-            raise ValueError(f"t must have shape [B] = ({B},), got shape {t.shape}")
-        if self.num_classes is None:
-            if y is not None:
-                raise ValueError("y was given but the model has no class conditioning (num_classes=None)")
-        elif y is not None:
-            if y.shape != (B,):
-                raise ValueError(f"y must have shape [B] = ({B},) of int labels in [0, {self.num_classes}], "
-                                 f"got shape {y.shape}")
-            if not jnp.issubdtype(y.dtype, jnp.integer):
-                raise ValueError(f"y must hold integer labels, got dtype {y.dtype}")
-        if self.out_channels is not None and self.learn_sigma and self.out_channels % 2:
-            raise ValueError(f"with learn_sigma, out_channels (prediction + v) must be even, got {self.out_channels}")
+        check_conditioning(self, x.shape[0], t, y)
 
     def _check_x(self, x: jax.Array) -> None:
         if x.ndim != 4:
