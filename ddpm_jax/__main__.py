@@ -172,11 +172,16 @@ def _edit(args, overrides):
     _check_sampler_args(args)
     if args.command == "img2img":
         validation.check_number("--strength", args.strength, 0.0, 1.0, low_open=True)
+    args.workdir = runs.resolve_workdir(args.workdir, args.steps)  # a distillation chain: refused below
     viz.check_png_path(args.out)
     _check_condition(args, overrides)
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "the grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
     run.check_images(args.command)
+    if run.config.get("distill", None) is not None:
+        raise ValueError(f"{args.command} starts a sampler part-way (or re-noises between steps); a distilled student "
+                         "samples only from pure noise over the levels it was distilled for: edit with its teacher "
+                         f"({run.config.distill.teacher}).")
     image_shape = run.image_shape()
     images = np.repeat(viz.read_images(args.input, image_shape), args.num, axis=0)  # --num edits of each image
     text = run.config.model.get("text", None) is not None

@@ -37,9 +37,10 @@ DEFAULTS = {
     # num_levels: N of the teacher's Karras discretization (Song et al.: 18 on CIFAR-10); solver: its ODE step
     "consistency": dict(num_levels=18, solver="heun"),
 }
-# The student's training (defaults, not tuned): constant learning rate, no warmup, no evaluation, no post-hoc EMA.
+# The student's training (defaults, not tuned): constant learning rate, no warmup, no evaluation (and no post-hoc
+# EMA: `student_config`).
 TRAIN_DEFAULTS = dict(num_steps=1000, learning_rate=1e-4, lr_schedule="constant", warmup_steps=0, ema_warmup=False,
-                      sample_every=0, eval_every=0, keep_best=False, posthoc_ema=None)
+                      sample_every=0, eval_every=0, keep_best=False)
 EMA_DECAY = {"progressive": 0.999, "consistency": 0.95}  # consistency: Song et al.'s mu for CD on CIFAR-10
 
 
@@ -56,6 +57,7 @@ def student_config(teacher: str, method: str, overrides: Sequence[str] = ()) -> 
     config.distill = ml_collections.ConfigDict(dict(method=method, teacher=os.path.abspath(teacher),
                                                     teacher_step=None, **DEFAULTS[method]))
     config.train.update(TRAIN_DEFAULTS, ema_decay=EMA_DECAY[method])
+    config.train.posthoc_ema = None  # a section of the teacher's is replaced, not updated
     config.diffusion.importance_sampling = False
     config.sample.update(sampler=config_schema.DISTILLED_SAMPLERS[method], spacing=None, eta=0.0,
                          num_steps=1 if method == "consistency" else None)

@@ -286,14 +286,12 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
             return first
         frozen = dict(params=first["params"], scale=np.float32(first["report"]["scale_factor"]))
         image_shape = autoencoder.latent_shape(image_shape)
-    params = None
-    if config.get("distill", None) is not None:  # the student starts as its teacher, which stays frozen
-        params = checkpoint.restore_params(config.distill.teacher, step=config.distill.teacher_step)[0]
-        frozen = dict(teacher=params)
-    state = create_train_state(config, model, create_optimizer(config), image_shape, frozen, params)
-
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t_cfg.keep_checkpoints,
                                    async_save=t_cfg.get("async_checkpointing", True))
+    if config.get("distill", None) is not None:
+        state = _student_state(config, model, image_shape, resuming=ckpt.latest_step() is not None)
+    else:
+        state = create_train_state(config, model, create_optimizer(config), image_shape, frozen)
     data_state = None
     if ckpt.latest_step() is not None:
         state, data_state = _restore(ckpt, state, workdir)
@@ -330,6 +328,19 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
             periodic=periodic, workdir=workdir)
     state = layout.host(placed)
     return dict(step=last, metrics=metrics, state=state, steps_run=last - step, checkpoints=checkpoints)
+
+
+def _student_state(config, model, image_shape, resuming: bool) -> TrainState:
+    """A distilled student's first state (config.distill, `distill_run`): its teacher's EMA params of
+    config.distill.teacher_step, frozen (TrainState.frozen["teacher"]) and the student's start. When `resuming`,
+    only the state's structure: the checkpoint holds the teacher, so a student resumes without its teacher's
+    workdir."""
+    optimizer = create_optimizer(config)
+    if resuming:
+        like = create_train_state(config, model, optimizer, image_shape)
+        return like.replace(frozen=dict(teacher=like.params))
+    teacher = checkpoint.restore_params(config.distill.teacher, step=config.distill.teacher_step)[0]
+    return create_train_state(config, model, optimizer, image_shape, dict(teacher=teacher), teacher)
 
 
 class Periodic(NamedTuple):

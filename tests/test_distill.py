@@ -256,6 +256,10 @@ def test_progressive_distillation_end_to_end(teacher, tmp_path, capsys):
                  str(tmp_path / "x.png")]) == 2
     assert "samples with 'ddim' over the levels it was distilled for" in capsys.readouterr().err
     assert runs.load_run(chain).config.distill.steps == 1  # the chain's fewest-step student
+    np.savez(tmp_path / "in.npz", images=np.zeros((1, 8, 8, 1), np.float32))
+    assert main(["img2img", "--workdir", chain, "--input", str(tmp_path / "in.npz"), "--out",
+                 str(tmp_path / "i2i.png")]) == 2
+    assert "a distilled student samples only from pure noise" in capsys.readouterr().err
     assert main(argv) == 0  # resumed: both rounds are done
     assert "nothing left to train" in capsys.readouterr().out
 

@@ -46,8 +46,6 @@ def _teacher_denoiser(model, params, process, prediction):
 
 
 class _NoLikelihood:
-    name = "distillation"
-
     def check_bits_per_dim(self) -> None:
         raise ValueError(f"a {self.name}-distilled student defines no bits/dim (it is trained to match its "
                          "teacher's sampler, not a likelihood): pass bpd_examples=0 (--bpd-examples 0) with a "
