@@ -23,6 +23,7 @@ from ddpm_jax.keys import example_keys, per_example
 
 
 def _at(values, x):
+    """values [B] shaped [B, 1, ..., 1] to broadcast against x [B, ...]."""
     return values.reshape(values.shape + (1,) * (x.ndim - 1))
 
 
@@ -35,17 +36,16 @@ def _draws(rng, x0, first_index, num_levels):
 
 
 def _teacher_denoiser(model, params, process, prediction):
-    """denoise(x, t, labels) of the frozen teacher (no dropout)."""
-    def model_fn(x, t, labels):
-        return model.apply(params, x, t, labels)
-
+    """denoise(x, t, labels) -> `denoiser.Denoised` of the frozen teacher (no dropout)."""
     def denoise(x, t, labels):
-        return denoiser(lambda x, t: model_fn(x, t, labels), process, prediction)(x, t)
+        return denoiser(lambda x, t: model.apply(params, x, t, labels), process, prediction)(x, t)
 
     return denoise
 
 
 class _NoLikelihood:
+    """`check_bits_per_dim` of an objective that defines no likelihood (its `name` in the message)."""
+
     def check_bits_per_dim(self) -> None:
         raise ValueError(f"a {self.name}-distilled student defines no bits/dim (it is trained to match its "
                          "teacher's sampler, not a likelihood): pass bpd_examples=0 (--bpd-examples 0) with a "
