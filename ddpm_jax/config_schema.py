@@ -102,6 +102,10 @@ def _validate_distill(config) -> None:
         if d.teacher_steps & (d.teacher_steps - 1):
             raise ValueError("config.distill.teacher_steps must be a power of 2 (each round halves the steps down to "
                              f"1), got {d.teacher_steps}.")
+        T = config.diffusion.num_timesteps
+        if configs.objective(config) == "ddpm" and d.teacher_steps > T:
+            raise ValueError(f"config.distill.teacher_steps = {d.teacher_steps} DDIM steps need as many distinct "
+                             f"timesteps; the teacher's schedule has T = {T}.")
         check_choice("distillation weighting (config.distill.weighting)", d.weighting, distillation.WEIGHTINGS)
         if d.get("steps", None) is not None:
             check_count("config.distill.steps", d.steps)
