@@ -113,6 +113,9 @@ def _validate_distill(config) -> None:
                 raise ValueError(f"config.distill.steps = {d.steps} must divide teacher_steps = {d.teacher_steps}.")
     else:
         check_count("config.distill.num_levels", d.num_levels, 2)
+        if configs.objective(config) == "ddpm" and d.num_levels > config.diffusion.num_timesteps:
+            raise ValueError(f"config.distill.num_levels = {d.num_levels} levels are distinct timesteps of the "
+                             f"teacher's schedule, which has T = {config.diffusion.num_timesteps}.")
         check_choice("teacher ODE solver (config.distill.solver)", d.solver, distillation.TEACHER_SOLVERS)
 
 
