@@ -1,7 +1,7 @@
 """Distillation (issue 25): the consistency function's boundary condition and coefficients, the progressive target
 as an identity against an independent float64 computation, a progressive student trained on a toy reproducing two
 teacher DDIM steps, the consistency sampler in 1/2/4 steps, and the `distill` command end to end on a tiny teacher
-(then `sample --steps`), with its errors."""
+(then `sample --steps` and `evaluate`), with its errors."""
 
 import json
 import os
@@ -14,9 +14,11 @@ import numpy as np
 import optax
 import pytest
 
-from ddpm_jax import config_schema, configs, distillation, processes, runs, sampling, schedules, steps, train
+from ddpm_jax import (config_schema, configs, distillation, evaluate, processes, runs, sampling, schedules, steps,
+                      train)
 from ddpm_jax.__main__ import main
 from ddpm_jax.denoiser import denoiser
+from ddpm_jax.metrics import FeatureNetwork
 from ddpm_jax.objectives import Progressive
 from test_train import tiny_config
 
@@ -256,6 +258,14 @@ def test_progressive_distillation_end_to_end(teacher, tmp_path, capsys):
                  str(tmp_path / "x.png")]) == 2
     assert "samples with 'ddim' over the levels it was distilled for" in capsys.readouterr().err
     assert runs.load_run(chain).config.distill.steps == 1  # the chain's fewest-step student
+    pixels = FeatureNetwork(name="pixels", fn=lambda images: dict(features=images.reshape(len(images), -1)[:, :6],
+                                                                 logits=images.reshape(len(images), -1)[:, :4]))
+    report = evaluate.evaluate(chain, num_steps=1, num_samples=16, bpd_examples=0, feature_net=pixels,
+                               progress=False)
+    assert report["sampler"] == dict(name="ddim", clip_denoised=True, num_steps=1, eta=0.0)
+    assert report["workdir"].endswith("steps_1") and np.isfinite(report["metrics"]["fid"])
+    with pytest.raises(ValueError, match="a progressive-distilled student defines no bits/dim"):
+        evaluate.evaluate(chain, num_steps=1, num_samples=0, bpd_examples=4, progress=False)
     np.savez(tmp_path / "in.npz", images=np.zeros((1, 8, 8, 1), np.float32))
     assert main(["img2img", "--workdir", chain, "--input", str(tmp_path / "in.npz"), "--out",
                  str(tmp_path / "i2i.png")]) == 2
