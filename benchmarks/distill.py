@@ -12,13 +12,15 @@ student of that many steps, the consistency student in that many steps (Algorith
 sampler of --samplers (as benchmarks/quality_vs_nfe.py counts NFE: Heun takes 2N - 1 on N steps and runs at the
 odd NFE at or below; DDIM's leading spacing may visit one level more). Each is scored with the project's FID, IS,
 KID and precision/recall against the teacher's test split (`sample_quality`, reference statistics cached as
-`evaluate` does); sampling images/s excludes the compile. The students are written under --students-dir
-(default: beside the teacher), so a rerun resumes them and only scores.
+`evaluate` does); sampling images/s excludes the compile (rounds of at most 256 samples per device, one shape). The students are written under --students-dir
+(default: beside the teacher), so a rerun resumes them and only scores (its distillation times are then those of
+the resume: keep the first run's JSON).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -85,9 +87,14 @@ def main(argv=None) -> int:
     image_shape = teacher.image_shape()
     rng = jax.random.PRNGKey(args.seed)
 
+    devices = jax.local_device_count()
+    per_device = min(256, -(-args.num_samples // devices))  # one compiled shape for the warm-up and the rounds
+
     def score(what, nfe, run, **options):
-        draw = lambda n: runs.sample(run.config, run.params, rng, n, image_shape, **options)  # noqa: E731
-        draw(jax.local_device_count())  # compile, outside the timing
+        config = copy.deepcopy(run.config)
+        config.sample.per_device_batch = per_device
+        draw = lambda n: runs.sample(config, run.params, rng, n, image_shape, **options)  # noqa: E731
+        draw(per_device * devices)  # compile, outside the timing
         start = time.perf_counter()
         images = draw(args.num_samples)
         seconds = time.perf_counter() - start
