@@ -12,9 +12,9 @@ student of that many steps, the consistency student in that many steps (Algorith
 sampler of --samplers (as benchmarks/quality_vs_nfe.py counts NFE: Heun takes 2N - 1 on N steps and runs at the
 odd NFE at or below; DDIM's leading spacing may visit one level more). Each is scored with the project's FID, IS,
 KID and precision/recall against the teacher's test split (`sample_quality`, reference statistics cached as
-`evaluate` does); sampling images/s excludes the compile (rounds of at most 256 samples per device, one shape). The students are written under --students-dir
-(default: beside the teacher), so a rerun resumes them and only scores (its distillation times are then those of
-the resume: keep the first run's JSON).
+`evaluate` does); sampling images/s excludes the compile (rounds of at most 256 samples per device, one shape).
+The students are written under --students-dir (default: beside the teacher), so a rerun resumes them and only
+scores (its distillation times are then those of the resume: keep the first run's JSON).
 """
 
 from __future__ import annotations

@@ -487,8 +487,9 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        handlers = {"train": _train, "distill": _distill, "sample": _sample, "evaluate": _evaluate, "train-classifier": _train_classifier,
-                    "plots": _plots, "img2img": _edit, "inpaint": _edit, "forecast": _forecast, "ema": _ema}
+        handlers = {"train": _train, "distill": _distill, "sample": _sample, "evaluate": _evaluate,
+                    "train-classifier": _train_classifier, "plots": _plots, "img2img": _edit, "inpaint": _edit,
+                    "forecast": _forecast, "ema": _ema}
         return handlers[args.command](args, overrides)
     except (ValueError, OSError) as e:  # OSError: a file not found, a full disk (CheckpointWriteError), ...
         print(f"error: {e}", file=sys.stderr)

@@ -244,7 +244,8 @@ def test_progressive_distillation_end_to_end(teacher, tmp_path, capsys):
     first = runs.load_config(os.path.join(chain, "steps_2"))
     assert first.distill.teacher == os.path.abspath(teacher) and first.distill.timesteps == (39, 19)
     second = runs.load_config(os.path.join(chain, "steps_1"))
-    assert second.distill.teacher == os.path.join(os.path.abspath(chain), "steps_2") and second.distill.timesteps == (39,)
+    assert second.distill.teacher == os.path.join(os.path.abspath(chain), "steps_2")
+    assert second.distill.timesteps == (39,)
     for steps in (2, 1):
         rc, err = _sample(chain, steps, tmp_path / f"s{steps}.png", capsys)
         assert rc == 0, err
