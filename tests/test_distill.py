@@ -19,7 +19,7 @@ from ddpm_jax import (config_schema, configs, distillation, evaluate, processes,
 from ddpm_jax.__main__ import main
 from ddpm_jax.denoiser import denoiser
 from ddpm_jax.metrics import FeatureNetwork
-from ddpm_jax.objectives import Progressive
+from ddpm_jax.objectives import Consistency, Progressive
 from test_train import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,6 +187,58 @@ def test_a_progressive_student_reproduces_two_teacher_steps_after_training():
         pa, pb = (np.asarray(student["params"][n], np.float64)[t0] for n in "ab")
         x0 = pa * z + pb
         np.testing.assert_allclose(a2 * x0 + s2 * (z - alpha * x0) / sigma, x, atol=1e-5)  # reached: ~1e-7
+
+
+@pytest.mark.parametrize("process, prediction", [(_linear_schedule(), "eps"), (processes.edm(), "x0"),
+                                                 (processes.rectified_flow(), "velocity")],
+                         ids=["ddpm-eps", "edm-x0", "flow-velocity"])
+@pytest.mark.parametrize("solver", ["heun", "euler"])
+def test_the_teachers_step_per_example_is_the_samplers_step(process, prediction, solver):
+    """`teacher_step` moves each example from its own level as the sampler's step of the one loop does (the loop's
+    trajectory after one step over the same two levels)."""
+    model_fn, _ = _toy_teacher(process, prediction)
+    times = distillation.consistency_times(process, 6)
+    lv = distillation.levels(process, times)
+    denoise = lambda x, t, labels: denoiser(model_fn, process, prediction)(x, t)  # noqa: E731
+    x = np.random.default_rng(5).normal(size=(5, 3)).astype(np.float32)
+    j = np.arange(5, dtype=np.int32) % 5  # levels 0 .. 4, each moved to the next (all visited)
+    got = distillation.teacher_step(distillation.TEACHER_SOLVERS[solver], process, lv, denoise, jnp.asarray(x),
+                                    jnp.asarray(j))
+    for b in range(5):
+        pair = (times[j[b]], times[j[b] + 1]) + ((0.0,) if processes.is_process(process) else ())
+        _, trajectory = sampling.sample(model_fn, process, jax.random.PRNGKey(0), (1, 3), sampler=solver,
+                                        timesteps=pair, prediction=prediction, x_T=x[b:b + 1], trajectory_steps=2)
+        np.testing.assert_allclose(np.asarray(got[b]), np.asarray(trajectory.x_t[1, 0]), rtol=1e-5, atol=1e-5)
+
+
+class TanhModel(nn.Module):
+    """A toy network of any level t (int or float): tanh(w x + c log(1 + t))."""
+
+    num_classes = None
+    null_label = None
+
+    @nn.compact
+    def __call__(self, x, t, y=None, train=False):
+        w = self.param("w", nn.initializers.constant(0.7), ())
+        c = self.param("c", nn.initializers.constant(0.3), ())
+        return jnp.tanh(w * x + c * jnp.log1p(t.astype(jnp.float32)).reshape((-1,) + (1,) * (x.ndim - 1)))
+
+
+@pytest.mark.parametrize("process, prediction", [(_linear_schedule(), "eps"), (processes.edm(), "x0"),
+                                                 (processes.rectified_flow(), "velocity")],
+                         ids=["ddpm-eps", "edm-x0", "flow-velocity"])
+def test_both_objectives_train_on_every_teacher_process(process, prediction):
+    """One loss and gradient of each objective on each process the distillation takes: finite, and for a student
+    equal to its teacher a positive loss (one student step is not two teacher steps; f at a level is not its
+    target one teacher step on) with gradients on both parameters."""
+    model, x0 = TanhModel(), jax.random.normal(jax.random.PRNGKey(0), (8, 3))
+    params = model.init(jax.random.PRNGKey(1), x0, jnp.zeros((8,), jnp.float32))
+    for objective in (Progressive(process, prediction, 2), Consistency(process, prediction, 5, "heun")):
+        (loss, aux), grads = objective.loss_and_grads(
+            model, params, x0, jax.random.PRNGKey(2), labels=None, rngs={}, first_index=0, global_batch=8,
+            importance=None, frozen=dict(teacher=params), ema_params=params)
+        assert np.isfinite(loss) and loss > 0 and aux["loss"].shape == (8,), objective.name
+        assert all(np.isfinite(g) and g != 0 for g in jax.tree_util.tree_leaves(grads)), objective.name
 
 
 # ---------------------------------------------------------------- the consistency sampler
