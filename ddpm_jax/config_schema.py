@@ -71,8 +71,8 @@ DISTILLED_SAMPLERS = {"progressive": "ddim", "consistency": "consistency"}  # wh
 
 def check_distillable(config) -> None:
     """ValueError unless a run of `config` can teach a student: a pixel-space image run of the objectives "ddpm",
-    "flow" or "edm" (a VDM's schedule lives in its params, which the student would change; a
-    latent or text run's frozen first stage and prompts are not distilled here)."""
+    "flow" or "edm" (a VDM's schedule lives in its params, which the student would change; a latent or text run's
+    frozen first stage and prompts are not distilled here)."""
     objective = configs.objective(config)
     if objective == "vdm":
         raise ValueError("a VDM teacher cannot be distilled here: its noise schedule lives in the params the student "
