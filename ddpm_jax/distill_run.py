@@ -39,9 +39,12 @@ DEFAULTS = {
 }
 # The student's training (defaults, not tuned): constant learning rate, no warmup, no evaluation (and no post-hoc
 # EMA: `student_config`).
-TRAIN_DEFAULTS = dict(num_steps=1000, learning_rate=1e-4, lr_schedule="constant", warmup_steps=0, ema_warmup=False,
-                      sample_every=0, eval_every=0, keep_best=False)
-EMA_DECAY = {"progressive": 0.999, "consistency": 0.95}  # consistency: Song et al.'s mu for CD on CIFAR-10
+TRAIN_DEFAULTS = dict(num_steps=1000, learning_rate=1e-4, lr_schedule="constant", warmup_steps=0, sample_every=0,
+                      eval_every=0, keep_best=False)
+# The EMA: progressive, what the next round and the samples use, warmed up so that it forgets the teacher it starts
+# from (0.999^1000 would keep 37% of it); consistency, the target network, with Song et al.'s constant mu for CD on
+# CIFAR-10.
+EMA = {"progressive": dict(ema_decay=0.999, ema_warmup=True), "consistency": dict(ema_decay=0.95, ema_warmup=False)}
 
 
 def student_config(teacher: str, method: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
@@ -56,7 +59,7 @@ def student_config(teacher: str, method: str, overrides: Sequence[str] = ()) -> 
     config_schema.check_distillable(config)
     config.distill = ml_collections.ConfigDict(dict(method=method, teacher=os.path.abspath(teacher),
                                                     teacher_step=None, **DEFAULTS[method]))
-    config.train.update(TRAIN_DEFAULTS, ema_decay=EMA_DECAY[method])
+    config.train.update(TRAIN_DEFAULTS, **EMA[method])
     config.train.posthoc_ema = None  # a section of the teacher's is replaced, not updated
     config.diffusion.importance_sampling = False
     config.sample.update(sampler=config_schema.DISTILLED_SAMPLERS[method], spacing=None, eta=0.0,
