@@ -1,7 +1,9 @@
-"""The command line: python -m ddpm_jax {train,sample,img2img,inpaint,evaluate,ema,train-classifier,plots,forecast}
-... (thin: it parses and calls library functions).
+"""The command line: python -m ddpm_jax {train,distill,sample,img2img,inpaint,evaluate,ema,train-classifier,plots,
+forecast} ... (thin: it parses and calls library functions).
 
     python -m ddpm_jax train --config experiments/digits.py --workdir runs/digits [--config.train.batch_size=64]
+    python -m ddpm_jax distill --teacher runs/digits --method progressive --workdir runs/digits_pd  # or consistency
+    python -m ddpm_jax sample --workdir runs/digits_pd --steps 2 --out grid.png   # a student in its own steps
     python -m ddpm_jax sample --workdir runs/digits --num 64 --sampler ddim --steps 50 --eta 0 --out grid.png
     python -m ddpm_jax sample --workdir runs/text_pairs --prompt "three left of eight" --num 32 --guidance 3 --out x.png
     python -m ddpm_jax train-classifier --dataset digits --workdir runs/classifier_digits
@@ -41,6 +43,22 @@ def _train(args, overrides):
     return 0
 
 
+def _distill(args, overrides):
+    from ddpm_jax import distill_run, train
+
+    try:
+        result = distill_run.distill(args.teacher, args.workdir, args.method, overrides)
+    except train.Preempted as e:
+        print(e, file=sys.stderr)
+        return 143
+    for r in result["rounds"]:
+        what = f"{r['steps']}-step student" if "steps" in r else f"consistency student ({r['num_levels']} levels)"
+        loss = "resumed, nothing left to train" if r["loss"] is None else f"loss {r['loss']:.4f}"
+        print(f"{what}: step {r['step']}, {loss}, {r['seconds']:.0f}s: {r['workdir']}")
+    print(f"sample with: python -m ddpm_jax sample --workdir {args.workdir} --steps N")
+    return 0
+
+
 def _sample(args, overrides):
     import jax
     import numpy as np
@@ -50,6 +68,7 @@ def _sample(args, overrides):
 
     validation.check_count("--num", args.num)
     _check_sampler_args(args)
+    args.workdir = runs.resolve_workdir(args.workdir, args.steps)  # a distillation chain: the round of --steps
     if args.out is not None:
         viz.check_png_path(args.out)
     labels = None if args.labels is None else validation.parse_labels(args.labels)
@@ -153,11 +172,16 @@ def _edit(args, overrides):
     _check_sampler_args(args)
     if args.command == "img2img":
         validation.check_number("--strength", args.strength, 0.0, 1.0, low_open=True)
+    args.workdir = runs.resolve_workdir(args.workdir, args.steps)  # a distillation chain: refused below
     viz.check_png_path(args.out)
     _check_condition(args, overrides)
     files.check_writable(os.path.dirname(os.path.abspath(args.out)), "the grid and its .npz go there")
     run = runs.load_run(args.workdir, ema=not args.raw_params, step=args.step, overrides=overrides)
     run.check_images(args.command)
+    if run.config.get("distill", None) is not None:
+        raise ValueError(f"{args.command} starts a sampler part-way (or re-noises between steps); a distilled student "
+                         "samples only from pure noise over the levels it was distilled for: edit with its teacher "
+                         f"({run.config.distill.teacher}).")
     image_shape = run.image_shape()
     images = np.repeat(viz.read_images(args.input, image_shape), args.num, axis=0)  # --num edits of each image
     text = run.config.model.get("text", None) is not None
@@ -349,6 +373,14 @@ def main(argv=None) -> int:
     g.add_argument("--process-id", type=int, default=None)
     g.add_argument("--cpu-collectives", default=None, help="'gloo' for CPU devices across processes")
 
+    p = sub.add_parser("distill", help="distill a trained run into a few-step student (each round a resumable run)",
+                       description="progressive (Salimans & Ho 2022): rounds halving config.distill.teacher_steps "
+                       "down to 1, each in WORKDIR/steps_<N>; consistency (Song et al. 2023): one run in WORKDIR. "
+                       "--config.distill.* and --config.train.* override the student's settings.")
+    p.add_argument("--teacher", required=True, help="the teacher's workdir (a trained ddpm, flow or edm run)")
+    p.add_argument("--method", required=True, help="progressive or consistency")
+    p.add_argument("--workdir", required=True, help="the student's directory (rerun the command to resume)")
+
     p = sub.add_parser("sample", help="sample from a run's latest checkpoint (EMA params)")
     p.add_argument("--workdir", required=True)
     p.add_argument("--num", type=int, default=64)
@@ -455,8 +487,9 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        handlers = {"train": _train, "sample": _sample, "evaluate": _evaluate, "train-classifier": _train_classifier,
-                    "plots": _plots, "img2img": _edit, "inpaint": _edit, "forecast": _forecast, "ema": _ema}
+        handlers = {"train": _train, "distill": _distill, "sample": _sample, "evaluate": _evaluate,
+                    "train-classifier": _train_classifier, "plots": _plots, "img2img": _edit, "inpaint": _edit,
+                    "forecast": _forecast, "ema": _ema}
         return handlers[args.command](args, overrides)
     except (ValueError, OSError) as e:  # OSError: a file not found, a full disk (CheckpointWriteError), ...
         print(f"error: {e}", file=sys.stderr)

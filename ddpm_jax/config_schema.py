@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from ddpm_jax import (configs, data, diffusion, losses, optimizers, parallel, posthoc_ema, sample_quality, sampling,
-                      schedules)
+from ddpm_jax import (configs, data, diffusion, distillation, losses, optimizers, parallel, posthoc_ema, sample_quality,
+                      sampling, schedules)
 from ddpm_jax.models import dit
 from ddpm_jax.validation import check_choice, check_count, check_number, check_sampler_settings, warn_once
 
@@ -34,7 +34,10 @@ def validate_config(config, *, training: bool = True) -> None:
     check_choice("variance (config.diffusion.variance)", d.variance, diffusion.VARIANCES)
     check_choice("loss type (config.diffusion.loss_type)", d.loss_type, losses.LOSS_TYPES)
     check_choice("weighting (config.diffusion.weighting)", d.weighting, losses.WEIGHTINGS)
-    check_choice("sampler (config.sample.sampler)", s.sampler, sampling.SAMPLERS)
+    if config.get("distill", None) is None:
+        check_choice("sampler (config.sample.sampler)", s.sampler, sampling.SAMPLERS)
+    else:
+        _validate_distill(config)
     if s.get("spacing", None) is not None:
         check_choice("spacing (config.sample.spacing)", s.spacing, schedules.SPACINGS)
     check_sampler_settings(s.num_steps if s.sampler != "ancestral" else None, s.eta)
@@ -61,6 +64,59 @@ def validate_config(config, *, training: bool = True) -> None:
         _validate_train(config.train)
         _validate_posthoc_ema(config.train.get("posthoc_ema", None))
         _validate_eval(config)
+
+
+DISTILLED_SAMPLERS = {"progressive": "ddim", "consistency": "consistency"}  # what a student samples with
+
+
+def check_distillable(config) -> None:
+    """ValueError unless a run of `config` can teach a student: a pixel-space image run of the objectives "ddpm",
+    "flow" or "edm" (a VDM's schedule lives in its params, which the student would change; a latent or text run's
+    frozen first stage and prompts are not distilled here)."""
+    objective = configs.objective(config)
+    if objective == "vdm":
+        raise ValueError("a VDM teacher cannot be distilled here: its noise schedule lives in the params the student "
+                         "trains (a learned one would drift). Distill a 'ddpm', 'flow' or 'edm' run.")
+    if config.get("autoencoder", None) is not None or config.model.get("text", None) is not None:
+        raise ValueError("a latent or text-to-image teacher cannot be distilled here (its frozen first stage and "
+                         "prompts are not part of the student): distill a pixel-space 'ddpm', 'flow' or 'edm' run.")
+    if data.parse_source(config.data.source).kind == "series":
+        raise ValueError("a series (forecasting) teacher cannot be distilled here: forecasts inpaint with the "
+                         "run's sampler. Distill an image run.")
+
+
+def _validate_distill(config) -> None:
+    """config.distill (a distilled student, `distill_run`): the method's fields, a teacher it can take, and the
+    student's own sampler in config.sample.sampler."""
+    d = config.distill
+    check_choice("distillation method (config.distill.method)", d.method, distillation.METHODS)
+    check_distillable(config)
+    if not isinstance(d.get("teacher", None), str):
+        raise ValueError(f"config.distill.teacher must be the teacher's workdir, got {d.get('teacher', None)!r}.")
+    if d.get("teacher_step", None) is not None:
+        check_count("config.distill.teacher_step", d.teacher_step, 0)
+    check_choice(f"sampler of a {d.method}-distilled student (config.sample.sampler)", config.sample.sampler,
+                 (DISTILLED_SAMPLERS[d.method],))
+    if d.method == "progressive":
+        check_count("config.distill.teacher_steps", d.teacher_steps, 2)
+        if d.teacher_steps & (d.teacher_steps - 1):
+            raise ValueError("config.distill.teacher_steps must be a power of 2 (each round halves the steps down to "
+                             f"1), got {d.teacher_steps}.")
+        T = config.diffusion.num_timesteps
+        if configs.objective(config) == "ddpm" and d.teacher_steps > T:
+            raise ValueError(f"config.distill.teacher_steps = {d.teacher_steps} DDIM steps need as many distinct "
+                             f"timesteps; the teacher's schedule has T = {T}.")
+        check_choice("distillation weighting (config.distill.weighting)", d.weighting, distillation.WEIGHTINGS)
+        if d.get("steps", None) is not None:
+            check_count("config.distill.steps", d.steps)
+            if d.teacher_steps % d.steps:
+                raise ValueError(f"config.distill.steps = {d.steps} must divide teacher_steps = {d.teacher_steps}.")
+    else:
+        check_count("config.distill.num_levels", d.num_levels, 2)
+        if configs.objective(config) == "ddpm" and d.num_levels > config.diffusion.num_timesteps:
+            raise ValueError(f"config.distill.num_levels = {d.num_levels} levels are distinct timesteps of the "
+                             f"teacher's schedule, which has T = {config.diffusion.num_timesteps}.")
+        check_choice("teacher ODE solver (config.distill.solver)", d.solver, distillation.TEACHER_SOLVERS)
 
 
 def _validate_posthoc_ema(section) -> None:

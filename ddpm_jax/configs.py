@@ -164,8 +164,15 @@ def create_schedule(config: ml_collections.ConfigDict, params=None) -> schedules
 
 def create_objective(config: ml_collections.ConfigDict):
     """The training objective of config.diffusion (`ddpm_jax.objectives`): DDPM's denoising loss on the config's
-    schedule with its loss options, VDM's VLB, or flow matching."""
-    return OBJECTIVES[objective(config)].objective(config)
+    schedule with its loss options, VDM's VLB, or flow matching; with a section config.distill, the distillation
+    of config.distill.method (`objectives.Progressive`, `objectives.Consistency`) on the teacher's process."""
+    distill = config.get("distill", None)
+    if distill is None:
+        return OBJECTIVES[objective(config)].objective(config)
+    process, prediction = create_schedule(config), config.diffusion.prediction
+    if distill.method == "progressive":
+        return objectives.Progressive(process, prediction, int(distill.steps), distill.weighting)
+    return objectives.Consistency(process, prediction, int(distill.num_levels), distill.solver)
 
 
 def create_layout(config: ml_collections.ConfigDict, devices=None) -> parallel.Pmap | parallel.Sharded:

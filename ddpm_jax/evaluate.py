@@ -69,7 +69,8 @@ def evaluate(
     """Evaluate a checkpoint of a run; write WORKDIR/eval_<step>.json and return the report.
 
     Args:
-      workdir: a training run's directory (config.json and checkpoints/).
+      workdir: a training run's directory (config.json and checkpoints/), or a progressive-distillation chain's
+        (its round distilled for num_steps, `runs.resolve_workdir`).
       num_samples: samples for the sample metrics (ignored without a feature network; 0 skips them; 0 together
         with bpd_examples=0 is refused: nothing would be measured).
       sampler, num_steps, spacing, eta: any of `sampling.SAMPLERS` with its settings (see `runs.sampler_options`);
@@ -104,6 +105,7 @@ def evaluate(
     start = time.perf_counter()
     check_evaluation_counts(num_samples, bpd_examples, feature_net=feature_net)
     network = resolve_feature_network(feature_net)
+    workdir = runs.resolve_workdir(workdir, num_steps)  # a distillation chain: the round of num_steps
     if write:
         check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")
     run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides, sigma_rel=sigma_rel, best=best)
@@ -124,7 +126,11 @@ def evaluate(
     layout = configs.create_layout(config)  # a "sharded" run samples and computes bits/dim on its mesh
     if bpd_examples != 0:
         objective.check_bits_per_dim()
-    if sampler != "ancestral":
+    if "timesteps" in options:  # a distilled student: its own sampler and levels (`runs.distilled_sampler_options`)
+        sampler_info.update(num_steps=options["num_steps"])
+        if sampler == "ddim":
+            sampler_info["eta"] = 0.0
+    elif sampler != "ancestral":
         steps, spacing = sampling.step_defaults(sampler, options["num_steps"], options["spacing"])
         sampler_info.update(num_steps=int(steps), spacing=None if continuous else spacing)
         if sampler == "ddim":

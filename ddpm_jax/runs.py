@@ -5,6 +5,7 @@
     workdir/best/              the checkpoint of the best FID during training (`train_eval`; config.train.keep_best)
     workdir/posthoc_ema/       post-hoc EMA snapshots and reconstructions (`posthoc_ema`; config.train.posthoc_ema)
     workdir/train.lock         held by the train process writing the run (`lock_workdir`), with its PID
+    workdir/distill.json       a progressive-distillation chain instead: its rounds, each a run (`distill_run`)
 
     run = runs.load_run("runs/digits")           # config, model, schedule, EMA params of the newest checkpoint
     run = runs.load_run("runs/x", sigma_rel=0.07)   # the post-hoc EMA of sigma_rel 0.07 (`python -m ddpm_jax ema`)
@@ -13,6 +14,8 @@
     images = runs.sample(run.config, run.params, rng, 64, run.image_shape())   # the config's sampler, all devices
     forecasts = runs.forecast(run.config, run.params, rng, 20)                  # a series run's test windows
 
+A distilled student (config.distill, `distill_run`) is a run too; it samples with its own sampler over the levels
+it was distilled for (`sampler_options`), and a chain's workdir resolves to one of its rounds (`resolve_workdir`).
 A latent diffusion run also holds its first stage (workdir/autoencoder/, see `latent`): `run.codec` decodes the
 model's samples, of shape `run.model_shape()`.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import socket
 from typing import Any, NamedTuple, Sequence
@@ -28,18 +32,19 @@ from typing import Any, NamedTuple, Sequence
 import ml_collections
 import numpy as np
 
-from ddpm_jax import (checkpoint, config_schema, configs, data, forecasting, functional, latent, posthoc_ema,
-                      sampling, schedules, series, validation)
+from ddpm_jax import (checkpoint, config_schema, configs, data, distillation, forecasting, functional, latent,
+                      posthoc_ema, processes, sampling, schedules, series, validation)
 from ddpm_jax.files import check_writable, write_text
 from ddpm_jax.models.unet import UNet
 
 CONFIG_FILE = "config.json"
 BEST_DIR = "best"  # the best checkpoint by FID (written by `train_eval`)
 LOCK_FILE = "train.lock"
+CHAIN_FILE = "distill.json"  # a progressive-distillation chain: {"rounds": {steps: round workdir}} (`distill_run`)
 # Sections whose change makes a checkpoint mean something else (another model shape, another process, EMAs of
-# other lengths).
+# other lengths, another teacher or student).
 COMPATIBILITY_KEYS = ("model", "diffusion", "data.source", "data.window", "autoencoder",
-                      "train.posthoc_ema.sigma_rels")
+                      "train.posthoc_ema.sigma_rels", "distill")
 
 
 class Run(NamedTuple):
@@ -77,12 +82,14 @@ class Run(NamedTuple):
 
 
 def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrides: Sequence[str] = (),
-             sigma_rel: float | None = None, best: bool = False) -> Run:
+             sigma_rel: float | None = None, best: bool = False, num_steps: int | None = None) -> Run:
     """The run in `workdir`: its saved config with `overrides` ("--config.sample.num_steps=20") applied and
     validated, the model and schedule it builds, and its params: the EMA (or raw, ema=False) params of `step`'s
     checkpoint, or of the newest one that restores (`checkpoint.restore_params`); with `best`, those of the best
     checkpoint by FID (WORKDIR/best, `train_eval`); with `sigma_rel`, the post-hoc EMA of that sigma_rel at `step`
-    (a snapshot's; default the newest) that `python -m ddpm_jax ema` wrote (`posthoc_ema.load_reconstruction`)."""
+    (a snapshot's; default the newest) that `python -m ddpm_jax ema` wrote (`posthoc_ema.load_reconstruction`).
+    A progressive-distillation chain's workdir loads its round of `num_steps` (`resolve_workdir`)."""
+    workdir = resolve_workdir(workdir, num_steps)
     if sum((sigma_rel is not None, best, not ema)) > 1:
         raise ValueError("choose one of the params to load: the raw params (ema=False, --raw-params), a post-hoc EMA "
                          "(sigma_rel, --sigma-rel) or the best checkpoint (best, --best).")
@@ -101,6 +108,26 @@ def load_run(workdir: str, *, ema: bool = True, step: int | None = None, overrid
     codec = None if autoencoder is None else latent.load_codec(workdir, autoencoder)
     return Run(workdir, config, configs.create_model(config), configs.create_schedule(config, params), params, step,
                codec)
+
+
+def resolve_workdir(workdir: str, num_steps: int | None = None) -> str:
+    """`workdir` itself, or, for a progressive-distillation chain (WORKDIR/distill.json), the workdir of its round
+    whose student samples in `num_steps` steps (None: the fewest of the rounds finished)."""
+    path = os.path.join(workdir, CHAIN_FILE)
+    if not os.path.exists(path):
+        return workdir
+    with open(path) as f:
+        rounds = {int(n): name for n, name in json.load(f)["rounds"].items()}
+    if not rounds:
+        raise ValueError(f"the progressive-distillation chain in {workdir!r} has no finished round yet: rerun "
+                         "`python -m ddpm_jax distill` with the same arguments to resume it.")
+    if num_steps is None:
+        num_steps = min(rounds)
+    if num_steps not in rounds:
+        raise ValueError(f"the progressive-distillation chain in {workdir!r} holds students of "
+                         f"{', '.join(str(n) for n in sorted(rounds, reverse=True))} steps, each sampling in the "
+                         f"steps it was distilled for; got {num_steps} steps.")
+    return os.path.join(workdir, rounds[num_steps])
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
@@ -213,9 +240,12 @@ def _get(config, dotted: str):
 
 def sampler_options(config: ml_collections.ConfigDict, sampler: str | None = None, num_steps: int | None = None,
                     spacing: str | None = None, eta: float | None = None) -> dict:
-    """The sampler and its keyword arguments (`sampling.sample`'s) from explicit values, else config.sample."""
+    """The sampler and its keyword arguments (`sampling.sample`'s) from explicit values, else config.sample; a
+    distilled student's own (`distilled_sampler_options`)."""
     s, d = config.sample, config.diffusion
     validation.check_sampler_settings(num_steps, eta)
+    if config.get("distill", None) is not None:
+        return distilled_sampler_options(config, sampler, num_steps, spacing, eta)
     own = sampler is None or sampler == s.sampler  # the config's settings belong to its own sampler
     sampler = sampler or s.sampler
     validation.check_choice("sampler", sampler, sampling.SAMPLERS)
@@ -229,6 +259,34 @@ def sampler_options(config: ml_collections.ConfigDict, sampler: str | None = Non
     elif eta:
         raise ValueError(f"eta is DDIM's; sampler {sampler!r} takes none (got eta={eta}).")
     return options
+
+
+def distilled_sampler_options(config: ml_collections.ConfigDict, sampler: str | None = None,
+                              num_steps: int | None = None, spacing: str | None = None,
+                              eta: float | None = None) -> dict:
+    """A distilled student's sampler (config.sample.sampler) over the levels it was distilled for, as
+    `sampler_options` gives them (with `timesteps`): progressive, "ddim" with eta 0 over config.distill.timesteps,
+    only in config.distill.steps steps; consistency, "consistency" (`distillation.consistency_sampler`, resolved
+    by `sample`) in 1 .. num_levels steps (default config.sample.num_steps) on its discretization
+    (`distillation.consistency_sampling_times`), x0 unclipped. Another sampler, a spacing or an eta is refused."""
+    d, name = config.distill, config.sample.sampler
+    if sampler not in (None, name) or spacing is not None or eta:
+        raise ValueError(f"a {d.method}-distilled student samples with {name!r} over the levels it was distilled "
+                         f"for: it takes no other sampler, spacing or eta (got sampler {sampler!r}, spacing "
+                         f"{spacing!r}, eta {eta!r}).")
+    options = dict(sampler=name, prediction=config.diffusion.prediction, spacing=None)
+    if d.method == "progressive":
+        if num_steps not in (None, d.steps):
+            raise ValueError(f"this student was distilled for {d.steps} steps (DDIM over the levels of its round of "
+                             f"progressive distillation); got {num_steps} steps. Sample it in {d.steps}, or use the "
+                             "chain's round for the other count.")
+        return dict(options, clip_denoised=config.sample.clip_denoised, num_steps=int(d.steps), eta=0.0,
+                    timesteps=tuple(d.timesteps))
+    num_steps = config.sample.num_steps if num_steps is None else num_steps
+    process = configs.create_schedule(config)
+    times = distillation.consistency_sampling_times(distillation.consistency_times(process, d.num_levels),
+                                                    num_steps, processes.is_process(process))
+    return dict(options, clip_denoised=False, num_steps=int(num_steps), timesteps=times)
 
 
 def balanced_labels(num_samples: int, num_classes: int) -> np.ndarray:
@@ -268,6 +326,10 @@ def sample(
     sched = configs.create_schedule(config, params)
     options = sampler_options(config, sampler, num_steps, spacing, eta)
     sampler = options.pop("sampler")
+    if sampler == "consistency":
+        num_levels = config.distill.num_levels
+        sampler = distillation.consistency_sampler(distillation.sigma_min(sched, num_levels),
+                                                   distillation.sigma_data(sched))
     conditional = model.null_label is not None
     if labels is not None and not conditional:
         raise ValueError("labels were given but the model is unconditional (config.model.num_classes is None).")

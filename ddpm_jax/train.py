@@ -38,10 +38,11 @@ from ddpm_jax.keys import example_keys, per_example
 @flax.struct.dataclass
 class TrainState:
     """Everything a run needs to continue exactly: step int32 [], params, ema_params, opt_state, rng (the base
-    key, uint32 [2]), with importance sampling of t the loss history (else None), for latent diffusion the
-    frozen first stage (dict(params=autoencoder params, scale=float32 [])) the train step encodes with (else
-    None), and with config.train.posthoc_ema the power-function EMAs of its sigma_rels, a tuple of params (else
-    None; `posthoc_ema`)."""
+    key, uint32 [2]), with importance sampling of t the loss history (else None), the frozen params the step reads
+    but does not train (latent diffusion's first stage, dict(params=autoencoder params, scale=float32 []), which
+    the train step encodes with; a distilled student's teacher, dict(teacher=params); else None), and with
+    config.train.posthoc_ema the power-function EMAs of its sigma_rels, a tuple of params (else None;
+    `posthoc_ema`)."""
 
     step: jnp.ndarray
     params: Any
@@ -53,11 +54,13 @@ class TrainState:
     posthoc_ema: tuple | None = None
 
 
-def create_train_state(config, model, optimizer, image_shape, frozen=None) -> TrainState:
-    """A fresh TrainState on the host: params from config.seed, EMA params equal to them; `frozen` as TrainState's.
-    image_shape: the model's input (the latent shape for latent diffusion)."""
+def create_train_state(config, model, optimizer, image_shape, frozen=None, params=None) -> TrainState:
+    """A fresh TrainState on the host: `params` (a distilled student starts from its teacher's) or, if None, new
+    ones from config.seed, EMA params equal to them; `frozen` as TrainState's. image_shape: the model's input (the
+    latent shape for latent diffusion)."""
     init_rng, base_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-    params = _init_params(model, tuple(image_shape), init_rng)
+    if params is None:
+        params = _init_params(model, tuple(image_shape), init_rng)
     importance = (
         losses.ImportanceState.create(config.diffusion.num_timesteps)
         if config.diffusion.get("importance_sampling", False) else None
@@ -117,7 +120,8 @@ def train_step(state: TrainState, batch, *, model, optimizer, objective, ema_dec
                                     example_keys(label_rng, per_device, first_index))
     (loss, aux), grads = objective.loss_and_grads(
         model, state.params, x0, example_rng, labels=labels, rngs={"dropout": jax.random.fold_in(dropout_rng, device)},
-        first_index=first_index, global_batch=per_device * axis.size(), importance=state.importance)
+        first_index=first_index, global_batch=per_device * axis.size(), importance=state.importance,
+        frozen=state.frozen, ema_params=state.ema_params)
     new_state, grad_norm = _apply_gradients(state, grads, optimizer, ema_decay, ema_warmup, axis, posthoc_gammas)
     importance = state.importance
     if importance is not None:
@@ -282,10 +286,12 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
             return first
         frozen = dict(params=first["params"], scale=np.float32(first["report"]["scale_factor"]))
         image_shape = autoencoder.latent_shape(image_shape)
-    state = create_train_state(config, model, create_optimizer(config), image_shape, frozen)
-
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=t_cfg.keep_checkpoints,
                                    async_save=t_cfg.get("async_checkpointing", True))
+    if config.get("distill", None) is not None:
+        state = _student_state(config, model, image_shape, resuming=ckpt.latest_step() is not None)
+    else:
+        state = create_train_state(config, model, create_optimizer(config), image_shape, frozen)
     data_state = None
     if ckpt.latest_step() is not None:
         state, data_state = _restore(ckpt, state, workdir)
@@ -322,6 +328,19 @@ def _train(config, workdir, devices, stop_after, progress) -> dict:
             periodic=periodic, workdir=workdir)
     state = layout.host(placed)
     return dict(step=last, metrics=metrics, state=state, steps_run=last - step, checkpoints=checkpoints)
+
+
+def _student_state(config, model, image_shape, resuming: bool) -> TrainState:
+    """A distilled student's first state (config.distill, `distill_run`): its teacher's EMA params of
+    config.distill.teacher_step, frozen (TrainState.frozen["teacher"]) and the student's start. When `resuming`,
+    only the state's structure: the checkpoint holds the teacher, so a student resumes without its teacher's
+    workdir."""
+    optimizer = create_optimizer(config)
+    if resuming:
+        like = create_train_state(config, model, optimizer, image_shape)
+        return like.replace(frozen=dict(teacher=like.params))
+    teacher = checkpoint.restore_params(config.distill.teacher, step=config.distill.teacher_step)[0]
+    return create_train_state(config, model, optimizer, image_shape, dict(teacher=teacher), teacher)
 
 
 class Periodic(NamedTuple):

@@ -22,8 +22,9 @@ class Denoising:
     loss_options: dict
     name: str = "ddpm"  # the config's name of the objective, for messages
 
-    def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance):
-        del global_batch  # each example draws its own t
+    def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
+                       ema_params):
+        del global_batch, frozen, ema_params  # each example draws its own t; no teacher, no target network
 
         def loss_fn(params):
             def model_fn(x, t):

@@ -15,8 +15,9 @@ class VDM:
 
     loss_options: dict
 
-    def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance):
-        del importance  # VDM draws its times antithetically instead
+    def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
+                       ema_params):
+        del importance, frozen, ema_params  # VDM draws its times antithetically instead; no teacher
         return vdm.training_loss_and_grads(model, params, x0, rng, labels=labels, rngs=rngs,
                                            first_index=first_index, global_batch=global_batch, **self.loss_options)
 

@@ -1,0 +1,129 @@
+"""Distillation objectives: a student (initialized from its teacher) trained to take fewer steps. The teacher's
+params are the run's frozen params (`TrainState.frozen["teacher"]`), the math is `distillation`'s.
+
+- `Progressive` (Salimans & Ho 2022, Algorithm 2): one student DDIM step onto the teacher's two.
+- `Consistency` (Song et al. 2023, Algorithm 2): f_theta at a level onto the target network f_theta- (the run's
+  EMA params, decay mu = config.train.ema_decay) one teacher ODE step less noisy; distance L2.
+
+Example i draws its level and noise from fold_in(rng, first_index + i) (0: level, 1: noise), as every objective.
+Neither defines a likelihood.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from ddpm_jax import distillation, steps
+from ddpm_jax.denoiser import denoiser
+from ddpm_jax.keys import example_keys, per_example
+
+
+def _at(values, x):
+    """values [B] shaped [B, 1, ..., 1] to broadcast against x [B, ...]."""
+    return values.reshape(values.shape + (1,) * (x.ndim - 1))
+
+
+def _draws(rng, x0, first_index, num_levels):
+    """(level index [B] uniform in [0, num_levels), noise [B, ...]) of each example's key."""
+    keys = example_keys(rng, x0.shape[0], first_index)
+    j = per_example(lambda k: jax.random.randint(jax.random.fold_in(k, 0), (), 0, num_levels), keys)
+    noise = per_example(lambda k: jax.random.normal(jax.random.fold_in(k, 1), x0.shape[1:], jnp.float32), keys)
+    return j, noise
+
+
+def _teacher_denoiser(model, params, process, prediction):
+    """denoise(x, t, labels) -> `denoiser.Denoised` of the frozen teacher (no dropout)."""
+    def denoise(x, t, labels):
+        return denoiser(lambda x, t: model.apply(params, x, t, labels), process, prediction)(x, t)
+
+    return denoise
+
+
+class _NoLikelihood:
+    """`check_bits_per_dim` of an objective that defines no likelihood (its `name` in the message)."""
+
+    def check_bits_per_dim(self) -> None:
+        raise ValueError(f"a {self.name}-distilled student defines no bits/dim (it is trained to match its "
+                         "teacher's sampler, not a likelihood): pass bpd_examples=0 (--bpd-examples 0) with a "
+                         "feature network for FID/IS.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Progressive(_NoLikelihood):
+    """Salimans & Ho 2022, Algorithm 2, for a student of `num_steps` = N steps (`distillation` notes): a level of
+    the student's grid, z = alpha x0 + sigma eps, the teacher's two DDIM steps on the grid of 2N, the target x~,
+    the loss w(t) ||x~ - x_theta(z)||^2 (mean over pixels) with w `weighting`."""
+
+    process: Any
+    prediction: str
+    num_steps: int
+    weighting: str = "truncated_snr"
+    name = "progressive"
+
+    def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
+                       ema_params):
+        del global_batch, importance, ema_params
+        lv = distillation.levels(self.process, distillation.progressive_times(self.process, 2 * self.num_steps))
+        k, noise = _draws(rng, x0, first_index, self.num_steps)
+        j = 2 * k  # the student's level on the teacher's grid
+        z = _at(lv.alpha[j], x0) * x0 + _at(lv.sigma[j], x0) * noise
+        teacher = _teacher_denoiser(model, frozen["teacher"], self.process, self.prediction)
+        z1 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z, j, labels)
+        z2 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z1, j + 1, labels)
+        target = jax.lax.stop_gradient(distillation.ddim_x0_target(
+            z, z2, _at(lv.alpha[j], z), _at(lv.sigma[j], z), _at(lv.alpha[j + 2], z), _at(lv.sigma[j + 2], z)))
+        weight = distillation.snr_weight(lv.alpha[j], lv.sigma[j], self.weighting)
+
+        def loss_fn(params):
+            def model_fn(x, t):
+                return model.apply(params, x, t, labels, train=True, rngs=rngs)
+
+            x_hat = denoiser(model_fn, self.process, self.prediction)(z, lv.t[j]).x0
+            mse = jnp.mean(jnp.square(target - x_hat), axis=tuple(range(1, z.ndim)))
+            return jnp.mean(weight * mse), dict(loss=weight * mse, mse=mse)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+@dataclasses.dataclass(frozen=True)
+class Consistency(_NoLikelihood):
+    """Song et al. 2023, Algorithm 2, on the teacher's discretization of `num_levels` = N levels: a level n + 1
+    (index j in [0, N - 2], noisiest first), x = alpha x0 + sigma eps there, the teacher's ODE step (`solver`,
+    `distillation.TEACHER_SOLVERS`) to level n, the loss lambda d(f_theta(x_{n+1}), f_theta-(x^_n)) with
+    lambda = 1 and d the squared L2 distance (mean over pixels); theta- are the EMA params."""
+
+    process: Any
+    prediction: str
+    num_levels: int
+    solver: str = "heun"
+    name = "consistency"
+
+    def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
+                       ema_params):
+        del global_batch, importance
+        lv = distillation.levels(self.process, distillation.consistency_times(self.process, self.num_levels))
+        eps = lv.sigma_ve[self.num_levels - 1]
+        sigma_d = distillation.sigma_data(self.process)
+        j, noise = _draws(rng, x0, first_index, self.num_levels - 1)
+        x = _at(lv.alpha[j], x0) * x0 + _at(lv.sigma[j], x0) * noise
+        teacher = _teacher_denoiser(model, frozen["teacher"], self.process, self.prediction)
+        x_next = distillation.teacher_step(distillation.TEACHER_SOLVERS[self.solver], self.process, lv, teacher, x,
+                                           j, labels)
+
+        def f(apply_fn, x, i):
+            d = denoiser(apply_fn, self.process, self.prediction)(x, lv.t[i])
+            return distillation.consistency_output(x / _at(lv.alpha[i], x), d.x0, _at(lv.sigma_ve[i], x), eps,
+                                                   sigma_d)
+
+        target = jax.lax.stop_gradient(f(lambda x, t: model.apply(ema_params, x, t, labels), x_next, j + 1))
+
+        def loss_fn(params):
+            online = f(lambda x, t: model.apply(params, x, t, labels, train=True, rngs=rngs), x, j)
+            distance = jnp.mean(jnp.square(online - target), axis=tuple(range(1, x.ndim)))
+            return jnp.mean(distance), dict(loss=distance, mse=distance)
+
+        return jax.value_and_grad(loss_fn, has_aux=True)(params)
