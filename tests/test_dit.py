@@ -7,6 +7,7 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -313,4 +314,24 @@ def test_train_two_steps_and_sample(tmp_path):
     run = runs.load_run(str(tmp_path))
     assert isinstance(run.model, dit.DiT) and run.model.learn_sigma
     images = runs.sample(run.config, run.params, jax.random.PRNGKey(0), 4, (8, 8, 1))
+    assert images.shape == (4, 8, 8, 1) and np.all(np.isfinite(images))
+
+
+def test_flow_matching_on_the_fsdp_mesh_trains_and_samples(tmp_path):
+    """The DiT through another objective (flow matching's velocity) and the sharded step (params split along fsdp),
+    then sampled with heun on the run's mesh."""
+    config = configs.load_config(os.path.join(EXPERIMENTS, "digits_dit.py"), [
+        "--config.model.hidden_size=32", "--config.model.depth=1", "--config.model.num_heads=2",
+        "--config.train.parallelism=sharded", "--config.train.mesh.fsdp=2", "--config.train.batch_size=16",
+        "--config.train.warmup_steps=1", "--config.train.num_steps=2", "--config.train.checkpoint_every=2",
+        "--config.train.sample_every=0", "--config.train.log_every=1", "--config.sample.sampler=heun",
+        "--config.sample.num_steps=3"])
+    config.diffusion.update(objective="flow", prediction="velocity", variance="fixed_small")  # as digits_flow.py
+    config.diffusion.flow = ml_collections.ConfigDict(dict(t_distribution="uniform"))
+    result = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    assert result["steps_run"] == 2 and np.isfinite(float(result["metrics"]["loss"]))
+    run = runs.load_run(str(tmp_path))
+    assert isinstance(run.model.net, dit.DiT)  # fed 1000 t by flow matching's TimeScaled
+    images = runs.sample(run.config, run.params, jax.random.PRNGKey(0), 4, (8, 8, 1),
+                         layout=configs.create_layout(run.config))
     assert images.shape == (4, 8, 8, 1) and np.all(np.isfinite(images))

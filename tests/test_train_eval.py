@@ -120,3 +120,18 @@ def test_bad_eval_configs(classifier_dir, tmp_path):
     with pytest.raises(ValueError, match="series, latent or text-to-image run"):
         config_schema.validate_config(tiny_config(f"--config.train.eval_feature_net=classifier:{classifier_dir}",
                                                   "--config.model.ch_mult=(1, 2)", experiment="forecast_co2.py"))
+
+
+def test_the_sharded_layout_logs_what_pmap_logs(classifier_dir, tmp_path):
+    """Evaluation on a run's mesh (jit over data x fsdp) gives pmap's FID/IS: the same samples up to float
+    reduction order, scored alike."""
+    logged = {}
+    for name, extra in [("pmap", []), ("fsdp", ["--config.train.parallelism=sharded", "--config.train.mesh.fsdp=2"])]:
+        workdir = str(tmp_path / name)
+        config = tiny_config("--config.train.num_steps=2", f"--config.train.eval_feature_net=classifier:{classifier_dir}",
+                             *extra)
+        train.train_and_evaluate(config, workdir, progress=False)
+        logged[name] = _evals(workdir)
+    assert [e["step"] for e in logged["fsdp"]] == [e["step"] for e in logged["pmap"]] == [2]
+    np.testing.assert_allclose(logged["fsdp"][0]["fid"], logged["pmap"][0]["fid"], rtol=1e-3)
+    np.testing.assert_allclose(logged["fsdp"][0]["is"], logged["pmap"][0]["is"], rtol=1e-3)
