@@ -1,8 +1,9 @@
 """Two processes on localhost (2 CPU devices each, gloo) train like one process on 4 devices, write one
 checkpoint, and resume from it; and compute FID/IS features each for its own share, ending with the features and
-metrics of one process. The same with the sharded step (a data=2 x fsdp=2 mesh over both processes), whose
-checkpoint one process then resumes on one device."""
+metrics of one process. The same with the sharded step (a data=2 x fsdp=2 mesh over both processes), evaluating
+FID/IS during training as `evaluate` does, whose checkpoint one process then resumes on one device."""
 
+import json
 import os
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from ddpm_jax import checkpoint, train
+from ddpm_jax import checkpoint, classifier, evaluate, train
 from test_sharded_features import ATOL, RTOL, multihost_case
 from test_train import tiny_config
 
@@ -102,15 +103,26 @@ def test_two_processes_match_one_process_on_four_devices(tmp_path, one_process):
 
 def test_sharded_step_on_two_processes_then_one_process_on_one_device(tmp_path, one_process):
     """The jit step over a data=2 x fsdp=2 mesh spanning both processes (each process one data row, its two devices
-    each holding half of every large array) trains like pmap on one process; its checkpoint, gathered from the
-    shards of both processes, resumes in one process on one device and continues the same trajectory."""
+    each holding half of every large array) trains like pmap on one process, and evaluates during training (FID/IS
+    of samples drawn on the mesh, as `evaluate` measures the checkpoint in one process); its checkpoint, gathered
+    from the shards of both processes, resumes in one process on one device and continues the same trajectory."""
     workdir = str(tmp_path / "run")
+    feature_net = "classifier:" + str(tmp_path / "classifier")
+    classifier.train_classifier("digits", str(tmp_path / "classifier"), num_steps=30, batch_size=64)
     sharded = ["--config.train.parallelism=sharded", "--config.train.mesh.fsdp=2"]
     two = _run_two_processes(workdir, tmp_path, "sharded", "--config.train.num_steps=2",
-                             "--config.train.sample_every=2", *sharded)
+                             "--config.train.sample_every=2", *sharded, "--config.train.eval_every=2",
+                             "--config.train.eval_samples=16", f"--config.train.eval_feature_net={feature_net}")
     for a, b in zip(_params(two[0]), _params(two[1])):
         np.testing.assert_array_equal(a, b)
     assert int(two[0]["step"]) == 2 and os.path.exists(os.path.join(workdir, "samples", "step_0000002.png"))
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        (logged,) = [line for line in map(json.loads, f) if "fid" in line]  # process 0 alone logs
+    report = evaluate.evaluate(workdir, step=2, num_samples=16, seed=tiny_config().seed, bpd_examples=0,
+                               feature_net=feature_net, progress=False, write=False)
+    assert logged["step"] == 2
+    assert logged["fid"] == pytest.approx(report["metrics"]["fid"], rel=1e-3)
+    assert logged["is"] == pytest.approx(report["metrics"]["is"], rel=1e-3)
     assert float(two[0]["loss"]) == pytest.approx(one_process[2]["metrics"]["loss"], rel=1e-4)
     for a, b in zip(_params(two[0]), jax.tree_util.tree_leaves(one_process[2]["state"].params)):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-5)
