@@ -6,12 +6,13 @@ import os
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
 from ddpm_jax import __main__ as cli
 from ddpm_jax import configs, data, latent, runs, sampling, text_pairs, text_to_image, train
-from ddpm_jax.models import autoencoder, text, unet
+from ddpm_jax.models import autoencoder, dit, text, unet
 
 VOCAB = text.build_vocabulary(["three left of eight", "eight right of three", "one left of two"])
 
@@ -258,3 +259,20 @@ def test_mnist_pairs_config_builds_for_28x56_canvases():
     shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 14, 28, 4)), jnp.zeros((1,), jnp.int32),
                             tokens)
     assert "up_1_attn_0_cross" in shapes["params"]["unet"]
+
+
+def test_a_dit_denoiser_runs_the_whole_pipeline(tmp_path):
+    """The DiT (cross-attention to the prompt in every block) as the second stage: both stages train, and the
+    prompt pipeline samples from it with guidance."""
+    workdir = str(tmp_path / "run")
+    config = configs.load_config(os.path.join(os.path.dirname(__file__), "..", "experiments",
+                                              "text_digit_pairs.py"), TINY)
+    config.model = ml_collections.ConfigDict(dict(arch="dit", hidden_size=16, depth=1, num_heads=2, patch_size=2,
+                                                  text=config.model.text.to_dict()))
+    result = train.train_and_evaluate(config, workdir, progress=False)
+    assert result["step"] == 3 and np.isfinite(float(result["metrics"]["loss"]))
+    run = runs.load_run(workdir)
+    assert isinstance(run.model.unet, dit.DiT) and run.model.unet.cross_attention
+    images = text_to_image.sample(run, ["three left of eight"], jax.random.PRNGKey(0), guidance_scale=3.0,
+                                  sampler="ddim", num_steps=4)
+    assert images.shape == (1, 8, 16, 1) and np.all(np.isfinite(images))
