@@ -319,7 +319,8 @@ def test_a_checkpoint_due_while_one_is_written_is_skipped_not_waited_for(tmp_pat
     hold_json_writes(monkeypatch, release)
     interrupt(monkeypatch, lambda n, batch: release.set() if n == 4 else None)  # step 1's write held to step 4
     workdir = str(tmp_path / "run")
-    result = train.train_and_evaluate(tiny_config("--config.train.checkpoint_every=1"), workdir, progress=False)
+    result = train.train_and_evaluate(tiny_config("--config.train.checkpoint_every=1",
+                                                  "--config.train.checkpoint_if_busy=skip"), workdir, progress=False)
     assert result["checkpoints"] == dict(written=2, skipped=2)  # steps 2 and 3 did not wait for step 1's write
     assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["1", "4"]  # the final one waited
     assert checkpoint.restore_params(workdir)[1] == 4

@@ -16,6 +16,7 @@ TINY = [
     "--config.model.attn_resolutions=()", "--config.diffusion.num_timesteps=40",
     "--config.train.batch_size=16", "--config.train.warmup_steps=1", "--config.train.sample_every=0",
     "--config.train.log_every=1", "--config.train.checkpoint_every=2", "--config.sample.num_steps=3",
+    "--config.train.checkpoint_if_busy=wait",  # every due checkpoint written, whatever the load: known resume steps
     "--config.train.eval_every=2", "--config.train.eval_samples=16",
 ]
 
