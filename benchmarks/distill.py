@@ -7,7 +7,8 @@ training-free samplers at the same network evaluations (NFE).
 
 Runs the whole chain with `distill_run.distill` (timed): progressive distillation from --pd-teacher-steps DDIM
 steps down to 1 (--pd-train-steps per round), and consistency distillation (--cd-train-steps, --cd-levels levels,
-Heun teacher steps). Then, at each NFE of --nfe, --num-samples samples with the same seed of: the progressive
+Heun teacher steps); --methods picks them, --set KEY=VALUE overrides the students' config (e.g.
+diffusion.prediction=v: a v student of an eps teacher). Then, at each NFE of --nfe, --num-samples samples with the same seed of: the progressive
 student of that many steps, the consistency student in that many steps (Algorithm 1), and the teacher with each
 sampler of --samplers (as benchmarks/quality_vs_nfe.py counts NFE: Heun takes 2N - 1 on N steps and runs at the
 odd NFE at or below; DDIM's leading spacing may visit one level more). Each is scored with the project's FID, IS,
@@ -20,7 +21,7 @@ scores (its distillation times are then those of the resume: keep the first run'
 from __future__ import annotations
 
 import argparse
-import copy
+import json
 import os
 import sys
 import time
@@ -28,7 +29,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
-from quality_vs_nfe import steps_for_nfe  # noqa: E402
+from quality_vs_nfe import Scorer, nfe_of, plot, steps_for_nfe  # noqa: E402
 
 DEFAULT_SAMPLERS = ("ddim", "dpm++2m", "dpm++2m-sde", "unipc", "heun")
 
@@ -45,18 +46,25 @@ def main(argv=None) -> int:
     parser.add_argument("--pd-train-steps", type=int, default=2000, help="optimizer steps per progressive round")
     parser.add_argument("--cd-train-steps", type=int, default=8000, help="optimizer steps of consistency distillation")
     parser.add_argument("--cd-levels", type=int, default=18, help="N of the consistency discretization")
+    parser.add_argument("--methods", default="progressive,consistency", help="comma-separated")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a student config override for every method, e.g. diffusion.prediction=v (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON results (default: benchmarks/results/distill_NAME.json)")
+    parser.add_argument("--plot", default=None, help="PNG of FID and IS against NFE, every student and sampler")
+    parser.add_argument("--replot", default=None, metavar="JSON", help="only draw --plot from these results")
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 samples, NFE 1 and 2, teacher steps 4, "
                         "20 train steps per student, 5 consistency levels, samplers ddim and dpm++2m")
     args = parser.parse_args(argv)
+    if args.replot:
+        with open(args.replot) as f:
+            plot(json.load(f)["results"], args.plot, series="what", log_fid=True)
+        return 0
     if args.quick:
         args.num_samples, args.nfe, args.pd_teacher_steps = 64, "1,2", 4
         args.pd_train_steps, args.cd_train_steps, args.cd_levels, args.samplers = 20, 20, 5, "ddim,dpm++2m"
 
-    import jax
-
-    from ddpm_jax import data, distill_run, processes, reference_stats, runs, sample_quality, sampling, solvers
+    from ddpm_jax import distill_run, runs
 
     monitor = common.LoadMonitor()
     name = os.path.basename(os.path.normpath(args.teacher))
@@ -65,12 +73,15 @@ def main(argv=None) -> int:
                                    f"distill_{name}{'_quick' if args.quick else ''}.json")
     nfes = [int(n) for n in args.nfe.split(",")]
 
+    methods = args.methods.split(",")
+    method_overrides = {
+        "progressive": [f"--config.distill.teacher_steps={args.pd_teacher_steps}",
+                        f"--config.train.num_steps={args.pd_train_steps}"],
+        "consistency": [f"--config.distill.num_levels={args.cd_levels}",
+                        f"--config.train.num_steps={args.cd_train_steps}"]}
     timings = {}
-    for method, overrides in (
-            ("progressive", [f"--config.distill.teacher_steps={args.pd_teacher_steps}",
-                             f"--config.train.num_steps={args.pd_train_steps}"]),
-            ("consistency", [f"--config.distill.num_levels={args.cd_levels}",
-                             f"--config.train.num_steps={args.cd_train_steps}"])):
+    for method in methods:
+        overrides = method_overrides[method] + [f"--config.{kv}" for kv in args.set]
         start = time.perf_counter()
         result = distill_run.distill(args.teacher, os.path.join(students, method), method, overrides,
                                      progress=False)
@@ -78,62 +89,43 @@ def main(argv=None) -> int:
         print(f"{method}: {timings[method]['total_seconds']:.0f}s", file=sys.stderr, flush=True)
 
     teacher = runs.load_run(args.teacher)
-    network = sample_quality.resolve_feature_network(args.feature_net)
-    source, data_dir = teacher.config.data.source, teacher.config.data.get("data_dir", None)
-    test = data.load_arrays(source, "test", data_dir=data_dir)
-    stats, real_features, _ = reference_stats.reference_features(
-        network, source, "test", args.num_samples, reference_stats.default_stats_dir(args.teacher),
-        data_dir=data_dir, arrays=test)
-    image_shape = teacher.image_shape()
-    rng = jax.random.PRNGKey(args.seed)
-
-    devices = jax.local_device_count()
-    per_device = min(256, -(-args.num_samples // devices))  # one compiled shape for the warm-up and the rounds
+    scorer = Scorer(args.teacher, teacher, args.feature_net, args.num_samples, args.seed)
 
     def score(what, nfe, run, **options):
-        config = copy.deepcopy(run.config)
-        config.sample.per_device_batch = per_device
-        draw = lambda n: runs.sample(config, run.params, rng, n, image_shape, **options)  # noqa: E731
-        draw(per_device * devices)  # compile, outside the timing
-        start = time.perf_counter()
-        images = draw(args.num_samples)
-        seconds = time.perf_counter() - start
-        values, _ = sample_quality.sample_metrics(stats, real_features,
-                                                  sample_quality.sample_features(network, images, test.max_value))
-        row = dict(what=what, nfe=nfe, images_per_s=args.num_samples / seconds, step=run.step, **values)
+        values = scorer(run, **options)
         print(f"{what:>28} NFE {nfe:>3}: FID {values['fid']:.3f} IS {values['is']:.3f}", file=sys.stderr, flush=True)
-        return row
+        return dict(what=what, nfe=nfe, step=run.step, **values)
 
     results = []
-    pd_rounds = {r["steps"] for r in timings["progressive"]["rounds"]}
+    pd_rounds = {r["steps"] for r in timings["progressive"]["rounds"]} if "progressive" in timings else set()
     for nfe in nfes:
         if nfe in pd_rounds:
             pd = runs.load_run(os.path.join(students, "progressive"), num_steps=nfe)
             results.append(score("progressive student", nfe, pd, num_steps=nfe))
-        if nfe <= args.cd_levels:
+        if "consistency" in timings and nfe <= args.cd_levels:
             cd = runs.load_run(os.path.join(students, "consistency"))
             results.append(score("consistency student", nfe, cd, num_steps=nfe))
         for sampler in args.samplers.split(","):
             steps = steps_for_nfe(sampler, nfe)
-            levels = (steps if processes.is_process(teacher.sched)
-                      else len(sampling.sampler_timesteps(teacher.sched, sampler, steps)))
-            actual = solvers.nfe(sampler, levels) if sampler in solvers.SOLVERS else levels
+            actual = nfe_of(teacher, sampler, steps)
             if any(r["what"] == f"teacher, {sampler}" and r["nfe"] == actual for r in results):
                 continue  # Heun at an even NFE runs at the odd one below, already scored
             results.append(score(f"teacher, {sampler}", actual, teacher, sampler=sampler, num_steps=steps))
         common.write_json(out, dict(partial=True, results=results, timings=timings))
 
     header = (f"{args.num_samples} samples of each; teacher {args.teacher} (step {teacher.step}); feature network "
-              f"{network.name}; reference: the test split.")
+              f"{scorer.network.name}; reference: the test split.")
     rows = [[r["what"], r["nfe"], common.fmt(r["fid"], ".3f"), common.fmt(r["is"], ".3f"),
              common.fmt(r["precision"], ".3f"), common.fmt(r["recall"], ".3f"), common.fmt(r["images_per_s"], ".1f")]
             for r in results]
     text = header + "\n\n" + common.table(["model / sampler", "NFE", "FID", "IS", "precision", "recall", "img/s"],
                                           rows)
     text += "\n\ndistillation time: " + ", ".join(f"{m} {t['total_seconds']:.0f}s" for m, t in timings.items())
+    if args.plot:
+        plot(results, args.plot, series="what", log_fid=True)
     common.report(text, monitor.stop(), out, results=results, timings=timings, header=header,
                   machine=common.machine_info(), teacher=args.teacher, teacher_step=teacher.step,
-                  feature_network=network.name, settings=vars(args))
+                  feature_network=scorer.network.name, settings=vars(args))
     return 0
 
 

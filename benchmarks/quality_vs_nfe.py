@@ -30,6 +30,54 @@ def steps_for_nfe(sampler: str, nfe: int) -> int:
     return (nfe + 1) // 2 if sampler == "heun" else nfe
 
 
+def nfe_of(run, sampler: str, steps: int) -> int:
+    """Network evaluations of `sampler` in `steps` steps on the run's process: N levels for N steps on a continuous
+    one; on a Schedule, the levels its spacing visits (DDIM's "leading" may add one); Heun's 2N - 1."""
+    from ddpm_jax import processes, sampling, solvers
+
+    levels = steps if processes.is_process(run.sched) else len(sampling.sampler_timesteps(run.sched, sampler, steps))
+    return solvers.nfe(sampler, levels) if sampler in solvers.SOLVERS else levels
+
+
+class Scorer:
+    """The project's FID, IS, KID and precision/recall of `num_samples` samples (seed `seed`) against the test split
+    of the run in `workdir` (`sample_quality`; reference statistics cached as `evaluate` does), and the sampling
+    images/s with the compile excluded: rounds of at most 256 samples per device, one compiled shape, compiled on a
+    first draw of one round."""
+
+    def __init__(self, workdir: str, run, feature_net: str, num_samples: int, seed: int):
+        import jax
+
+        from ddpm_jax import data, reference_stats, sample_quality
+
+        self.network = sample_quality.resolve_feature_network(feature_net)
+        source, data_dir = run.config.data.source, run.config.data.get("data_dir", None)
+        self.test = data.load_arrays(source, "test", data_dir=data_dir)
+        self.stats, self.real_features, _ = reference_stats.reference_features(
+            self.network, source, "test", num_samples, reference_stats.default_stats_dir(workdir),
+            data_dir=data_dir, arrays=self.test)
+        self.num_samples, self.rng, self.devices = num_samples, jax.random.PRNGKey(seed), jax.local_device_count()
+        self.per_device = min(256, -(-num_samples // self.devices))
+
+    def __call__(self, run, **options) -> dict:
+        """dict(images_per_s, fid, is, kid, precision, recall, ...) of `run`'s EMA samples with the sampler
+        `options` of `runs.sample` (sampler, num_steps, ...)."""
+        import copy
+
+        from ddpm_jax import runs, sample_quality
+
+        config = copy.deepcopy(run.config)
+        config.sample.per_device_batch = self.per_device
+        draw = lambda n: runs.sample(config, run.params, self.rng, n, run.image_shape(), **options)  # noqa: E731
+        draw(self.per_device * self.devices)  # compile, outside the timing
+        start = time.perf_counter()
+        images = draw(self.num_samples)
+        seconds = time.perf_counter() - start
+        fake = sample_quality.sample_features(self.network, images, self.test.max_value)
+        values, _ = sample_quality.sample_metrics(self.stats, self.real_features, fake)
+        return dict(images_per_s=self.num_samples / seconds, **values)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir")
@@ -50,44 +98,26 @@ def main(argv=None) -> int:
         merge(args.merge, args.header, args.out, args.plot)
         return 0
 
-    import jax
     import numpy as np
 
-    from ddpm_jax import data, processes, reference_stats, runs, sample_quality, sampling, solvers
+    from ddpm_jax import data, runs, sample_quality, sampling
 
     monitor = common.LoadMonitor()
     if args.quick:
         args.num_samples, args.nfe = 64, "5,10"
     run = runs.load_run(args.workdir)
-    config = run.config
-    network = sample_quality.resolve_feature_network(args.feature_net)
-    source, data_dir = config.data.source, config.data.get("data_dir", None)
-    test = data.load_arrays(source, "test", data_dir=data_dir)
-    stats, real_features, _ = reference_stats.reference_features(
-        network, source, "test", args.num_samples, reference_stats.default_stats_dir(args.workdir),
-        data_dir=data_dir, arrays=test)
-    image_shape = run.image_shape()
-    rng = jax.random.PRNGKey(args.seed)
+    score = Scorer(args.workdir, run, args.feature_net, args.num_samples, args.seed)
+    network, stats, real_features = score.network, score.stats, score.real_features
+    source, data_dir = run.config.data.source, run.config.data.get("data_dir", None)
     samplers = args.samplers.split(",") if args.samplers else [s for s in sampling.SAMPLERS if s != "ancestral"]
     settings = [] if args.no_ancestral else [("ancestral", None)]
     settings += [(s, steps_for_nfe(s, n)) for s in samplers for n in map(int, args.nfe.split(","))]
 
     results = []
     for sampler, steps in settings:
-        options = dict(num_steps=steps) if steps else {}
-        draw = lambda n: runs.sample(config, run.params, rng, n, image_shape, sampler=sampler, **options)
-        draw(jax.local_device_count())  # compile (one sample per device), outside the timing
-        start = time.perf_counter()
-        images = draw(args.num_samples)
-        seconds = time.perf_counter() - start
-        fake = sample_quality.sample_features(network, images, test.max_value)
-        values, _ = sample_quality.sample_metrics(stats, real_features, fake)
-        if processes.is_process(run.sched):  # a continuous process (flow matching): N levels for N steps
-            levels = steps
-        else:
-            levels = len(sampling.sampler_timesteps(run.sched, sampler, steps))  # DDIM's leading may add one
-        nfe = solvers.nfe(sampler, levels) if sampler in solvers.SOLVERS else levels
-        result = dict(sampler=sampler, num_steps=steps, nfe=nfe, images_per_s=args.num_samples / seconds, **values)
+        values = score(run, sampler=sampler, **(dict(num_steps=steps) if steps else {}))
+        nfe = nfe_of(run, sampler, steps) if steps else run.sched.num_timesteps  # ancestral: all T steps
+        result = dict(sampler=sampler, num_steps=steps, nfe=nfe, **values)
         results.append(result)
         print(f"{sampler:>12} NFE {nfe:>4}: FID {values['fid']:.3f} IS {values['is']:.3f} "
               f"({result['images_per_s']:.1f} img/s)", file=sys.stderr, flush=True)
@@ -148,16 +178,19 @@ def merge(paths: list[str], header: str, out: str | None, plot_path: str | None)
                   header=header, merged_from=paths)
 
 
-def plot(results, path):
+def plot(results, path, series="sampler", log_fid=False):
+    """FID and IS against NFE, one line per value of each result's `series` field (ancestral: a level line)."""
     fig, axes = common.fid_is_figure()
-    for sampler in dict.fromkeys(r["sampler"] for r in results if r["sampler"] != "ancestral"):
-        rs = [r for r in results if r["sampler"] == sampler]
+    for name in dict.fromkeys(r[series] for r in results if r[series] != "ancestral"):
+        rs = [r for r in results if r[series] == name]
         for ax, key in zip(axes, ("fid", "is")):
-            ax.plot([r["nfe"] for r in rs], [r[key] for r in rs], marker="o", label=sampler)
-    ancestral = next((r for r in results if r["sampler"] == "ancestral"), None)
+            ax.plot([r["nfe"] for r in rs], [r[key] for r in rs], marker="o", label=name)
+    ancestral = next((r for r in results if r[series] == "ancestral"), None)
     for ax, key, name in zip(axes, ("fid", "is"), ("FID", "IS")):
         if ancestral:
             ax.axhline(ancestral[key], color="k", ls="--", lw=1, label=f"ancestral, NFE {ancestral['nfe']}")
+        if key == "fid" and log_fid:
+            ax.set_yscale("log")
         ax.set_xscale("log")
         ax.set_xlabel("network evaluations (NFE)")
         ax.set_ylabel(name)

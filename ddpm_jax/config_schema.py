@@ -5,6 +5,7 @@ sampling, optimizers, ...) and below the trainer and the CLI; the checks it is m
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 from ddpm_jax import (configs, data, diffusion, distillation, losses, optimizers, parallel, posthoc_ema, sample_quality,
@@ -97,6 +98,8 @@ def _validate_distill(config) -> None:
         check_count("config.distill.teacher_step", d.teacher_step, 0)
     check_choice(f"sampler of a {d.method}-distilled student (config.sample.sampler)", config.sample.sampler,
                  (DISTILLED_SAMPLERS[d.method],))
+    if d.get("teacher_prediction", None) is not None:  # the teacher's parametrization; the student's may differ
+        _check_teacher_prediction(config, d.teacher_prediction)
     if d.method == "progressive":
         check_count("config.distill.teacher_steps", d.teacher_steps, 2)
         if d.teacher_steps & (d.teacher_steps - 1):
@@ -117,6 +120,21 @@ def _validate_distill(config) -> None:
             raise ValueError(f"config.distill.num_levels = {d.num_levels} levels are distinct timesteps of the "
                              f"teacher's schedule, which has T = {config.diffusion.num_timesteps}.")
         check_choice("teacher ODE solver (config.distill.solver)", d.solver, distillation.TEACHER_SOLVERS)
+
+
+def _check_teacher_prediction(config, prediction) -> None:
+    """config.distill.teacher_prediction: a prediction the teacher's objective takes (as config.diffusion.prediction
+    is checked for the student)."""
+    name = "teacher prediction (config.distill.teacher_prediction)"
+    if configs.objective(config) not in configs.CONTINUOUS_OBJECTIVES:
+        check_choice(name, prediction, diffusion.PREDICTIONS)
+        return
+    teacher = copy.deepcopy(config)
+    teacher.diffusion.prediction = prediction
+    try:
+        configs.objective(teacher)  # the objective's own check of its prediction
+    except ValueError as e:
+        raise ValueError(f"{name} {prediction!r} is not one the teacher's objective takes: {e}") from None
 
 
 def _validate_posthoc_ema(section) -> None:

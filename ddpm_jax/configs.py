@@ -170,9 +170,10 @@ def create_objective(config: ml_collections.ConfigDict):
     if distill is None:
         return OBJECTIVES[objective(config)].objective(config)
     process, prediction = create_schedule(config), config.diffusion.prediction
+    teacher_prediction = distill.get("teacher_prediction", None)
     if distill.method == "progressive":
-        return objectives.Progressive(process, prediction, int(distill.steps), distill.weighting)
-    return objectives.Consistency(process, prediction, int(distill.num_levels), distill.solver)
+        return objectives.Progressive(process, prediction, int(distill.steps), distill.weighting, teacher_prediction)
+    return objectives.Consistency(process, prediction, int(distill.num_levels), distill.solver, teacher_prediction)
 
 
 def create_layout(config: ml_collections.ConfigDict, devices=None) -> parallel.Pmap | parallel.Sharded:

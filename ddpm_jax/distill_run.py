@@ -6,7 +6,7 @@ teacher's and trains it with `train.train_and_evaluate`, so every round is check
     python -m ddpm_jax sample --workdir runs/mnist_pd --steps 2       # the round distilled for 2 steps
 
 A student's config is the teacher's saved config with a section `distill` (`DEFAULTS`: what the method reads,
-the teacher's workdir and checkpoint step), the student's training settings (`TRAIN_DEFAULTS`, then the command's
+the teacher's workdir, checkpoint step and prediction), the student's training settings (`TRAIN_DEFAULTS`, then the command's
 --config overrides) and its own sampler in config.sample (`config_schema.DISTILLED_SAMPLERS`).
 
 - progressive (Salimans & Ho 2022): rounds N = teacher_steps / 2, ..., 1, round N in WORKDIR/steps_<N>, its student
@@ -37,9 +37,10 @@ DEFAULTS = {
     # num_levels: N of the teacher's Karras discretization (Song et al.: 18 on CIFAR-10); solver: its ODE step
     "consistency": dict(num_levels=18, solver="heun"),
 }
-# The student's training (defaults, not tuned): constant learning rate, no warmup, no evaluation (and no post-hoc
-# EMA: `student_config`).
-TRAIN_DEFAULTS = dict(num_steps=1000, learning_rate=1e-4, lr_schedule="constant", warmup_steps=0, sample_every=0,
+# The student's training: a constant learning rate of 4e-4 (Song et al. 2023's for consistency distillation on
+# CIFAR-10, used for progressive distillation's short rounds too), no warmup, no evaluation (and no post-hoc EMA:
+# `student_config`).
+TRAIN_DEFAULTS = dict(num_steps=1000, learning_rate=4e-4, lr_schedule="constant", warmup_steps=0, sample_every=0,
                       eval_every=0, keep_best=False)
 # The EMA: progressive, what the next round and the samples use, warmed up so that it forgets the teacher it starts
 # from (0.999^1000 would keep 37% of it); consistency, the target network, with Song et al.'s constant mu for CD on
@@ -58,7 +59,9 @@ def student_config(teacher: str, method: str, overrides: Sequence[str] = ()) -> 
                          "already distills each round from the one before).")
     config_schema.check_distillable(config)
     config.distill = ml_collections.ConfigDict(dict(method=method, teacher=os.path.abspath(teacher),
-                                                    teacher_step=None, **DEFAULTS[method]))
+                                                    teacher_step=None,
+                                                    teacher_prediction=config.diffusion.prediction,
+                                                    **DEFAULTS[method]))
     config.train.update(TRAIN_DEFAULTS, **EMA[method])
     config.train.posthoc_ema = None  # a section of the teacher's is replaced, not updated
     config.diffusion.importance_sampling = False
@@ -101,7 +104,8 @@ def distill(teacher: str, workdir: str, method: str, overrides: Sequence[str] = 
         chain["rounds"][str(steps)] = name
         write_text(path, json.dumps(chain, indent=2))
         config.distill.update(teacher=os.path.abspath(os.path.join(workdir, name)),
-                              teacher_step=round_config.train.num_steps)
+                              teacher_step=round_config.train.num_steps,
+                              teacher_prediction=config.diffusion.prediction)  # the next round's teacher: this
         steps //= 2
     return dict(rounds=results)
 

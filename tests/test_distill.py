@@ -241,6 +241,48 @@ def test_both_objectives_train_on_every_teacher_process(process, prediction):
         assert all(np.isfinite(g) and g != 0 for g in jax.tree_util.tree_leaves(grads)), objective.name
 
 
+class EpsOrV(nn.Module):
+    """TanhModel's output read as eps on the linear schedule of T steps, given as that eps (as_v = 0) or as the v of
+    the same x0 (as_v = 1): v = alpha eps - sigma x0 = (eps - sigma x) / alpha."""
+
+    num_classes = None
+    null_label = None
+
+    @nn.compact
+    def __call__(self, x, t, y=None, train=False):
+        eps = TanhModel()(x, t)
+        as_v = self.param("as_v", nn.initializers.zeros, ())
+        abar = jnp.asarray(np.cumprod(1.0 - schedules.get_betas("linear", T)), jnp.float32)[t][:, None]
+        return eps + jax.lax.stop_gradient(as_v) * ((eps - jnp.sqrt(1.0 - abar) * x) / jnp.sqrt(abar) - eps)
+
+
+def test_a_v_student_of_an_eps_teacher_reads_each_in_its_own_parametrization():
+    """Salimans & Ho sec. 4: a v student of an eps teacher. The same denoiser written as v (student) and as eps
+    (teacher, teacher_prediction "eps") gives the loss and gradients of an eps student of that teacher: both
+    objectives see only x0 predictions. Reading the teacher as v instead (no teacher_prediction) changes them."""
+    sched, model = _linear_schedule(), EpsOrV()
+    x0 = jax.random.normal(jax.random.PRNGKey(0), (8, 3))
+    as_eps = model.init(jax.random.PRNGKey(1), x0, jnp.zeros((8,), jnp.int32))
+    as_v = jax.tree_util.tree_map(lambda a: a, as_eps)
+    as_v["params"]["as_v"] = jnp.float32(1.0)
+    for eps_student, v_student, misread in (
+            (Progressive(sched, "eps", 2), Progressive(sched, "v", 2, teacher_prediction="eps"),
+             Progressive(sched, "v", 2)),
+            (Consistency(sched, "eps", 5), Consistency(sched, "v", 5, teacher_prediction="eps"),
+             Consistency(sched, "v", 5))):
+        def run(objective, student):
+            return objective.loss_and_grads(model, student, x0, jax.random.PRNGKey(2), labels=None, rngs={},
+                                            first_index=0, global_batch=8, importance=None,
+                                            frozen=dict(teacher=as_eps), ema_params=student)
+        (loss, _), grads = run(eps_student, as_eps)
+        (loss_v, _), grads_v = run(v_student, as_v)
+        np.testing.assert_allclose(loss_v, loss, rtol=1e-4)
+        for g, g_v in zip(jax.tree_util.tree_leaves(grads), jax.tree_util.tree_leaves(grads_v)):
+            np.testing.assert_allclose(g_v, g, rtol=1e-3, atol=1e-7)
+        (loss_misread, _), _ = run(misread, as_v)
+        assert abs(float(loss_misread) - float(loss)) > 0.1 * float(loss), eps_student.name
+
+
 # ---------------------------------------------------------------- the consistency sampler
 
 
@@ -295,6 +337,7 @@ def test_progressive_distillation_end_to_end(teacher, tmp_path, capsys):
     assert json.load(open(os.path.join(chain, "distill.json")))["rounds"] == {"2": "steps_2", "1": "steps_1"}
     first = runs.load_config(os.path.join(chain, "steps_2"))
     assert first.distill.teacher == os.path.abspath(teacher) and first.distill.timesteps == (39, 19)
+    assert first.distill.teacher_prediction == "eps" == first.diffusion.prediction
     second = runs.load_config(os.path.join(chain, "steps_1"))
     assert second.distill.teacher == os.path.join(os.path.abspath(chain), "steps_2")
     assert second.distill.timesteps == (39,)
@@ -357,6 +400,8 @@ def test_bad_teachers_and_settings_are_refused(teacher, tmp_path, capsys):
                                                            "--config.distill.teacher_steps=6")
     assert "Unknown teacher ODE solver" in refused("--teacher", teacher, "--method", "consistency",
                                                    "--config.distill.solver='dpm++2m'")
+    assert "Unknown teacher prediction (config.distill.teacher_prediction) 'velocity'" in refused(
+        "--teacher", teacher, "--method", "progressive", "--config.distill.teacher_prediction=velocity")
     vdm = configs.load_config(os.path.join(ROOT, "experiments", "digits_vdm.py"))
     with pytest.raises(ValueError, match="a VDM teacher cannot be distilled"):
         config_schema.check_distillable(vdm)

@@ -14,21 +14,10 @@ import pytest
 from ddpm_jax import config_schema, configs, runs, train
 from ddpm_jax.models import dit, text, unet
 
-B, H, W, C = 2, 8, 8, 3
-NUM_CLASSES = 3
+from test_unet import B, C, H, NUM_CLASSES, W, _abstract, _inputs  # the same 2 x 8 x 8 x 3 inputs as the U-Net
+
 TINY = dict(hidden_size=32, depth=2, num_heads=2, patch_size=2)
 EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
-
-
-def _inputs(h=H, w=W, c=C, b=B):
-    x = jax.random.normal(jax.random.key(1), (b, h, w, c), jnp.float32)
-    t = jnp.arange(b, dtype=jnp.int32) * 37
-    return x, t
-
-
-def _abstract(model, x, t, y=None, **kw):
-    """(params, output) as ShapeDtypeStructs: traces init + apply without computing anything."""
-    return jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x, t, y, **kw)[::-1])
 
 
 @pytest.fixture(scope="module")

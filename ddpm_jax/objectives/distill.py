@@ -35,6 +35,26 @@ def _draws(rng, x0, first_index, num_levels):
     return j, noise
 
 
+def _noised(lv, j, x0, noise):
+    """x_t = alpha x0 + sigma eps at each example's level index j [B] of the levels `lv`."""
+    return _at(lv.alpha[j], x0) * x0 + _at(lv.sigma[j], x0) * noise
+
+
+def _regression(predict, params, target, weight=1.0):
+    """((loss, aux), grads) of weight ||target - predict(params)||^2 (mean over pixels, weight [B] or a scalar),
+    averaged over the batch; aux: loss and mse per example."""
+    def loss_fn(params):
+        mse = jnp.mean(jnp.square(target - predict(params)), axis=tuple(range(1, target.ndim)))
+        return jnp.mean(weight * mse), dict(loss=weight * mse, mse=mse)
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+
+def _student(model, labels, rngs):
+    """params -> model_fn(x, t) of the student in training (dropout on)."""
+    return lambda params: lambda x, t: model.apply(params, x, t, labels, train=True, rngs=rngs)
+
+
 def _teacher_denoiser(model, params, process, prediction):
     """denoise(x, t, labels) -> `denoiser.Denoised` of the frozen teacher (no dropout)."""
     def denoise(x, t, labels):
@@ -56,12 +76,14 @@ class _NoLikelihood:
 class Progressive(_NoLikelihood):
     """Salimans & Ho 2022, Algorithm 2, for a student of `num_steps` = N steps (`distillation` notes): a level of
     the student's grid, z = alpha x0 + sigma eps, the teacher's two DDIM steps on the grid of 2N, the target x~,
-    the loss w(t) ||x~ - x_theta(z)||^2 (mean over pixels) with w `weighting`."""
+    the loss w(t) ||x~ - x_theta(z)||^2 (mean over pixels) with w `weighting`. The student reads its network as
+    `prediction`, the teacher as `teacher_prediction` (sec. 4: a v or x0 student of an eps teacher)."""
 
     process: Any
     prediction: str
     num_steps: int
     weighting: str = "truncated_snr"
+    teacher_prediction: str | None = None  # None: the student's
     name = "progressive"
 
     def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
@@ -70,23 +92,17 @@ class Progressive(_NoLikelihood):
         lv = distillation.levels(self.process, distillation.progressive_times(self.process, 2 * self.num_steps))
         k, noise = _draws(rng, x0, first_index, self.num_steps)
         j = 2 * k  # the student's level on the teacher's grid
-        z = _at(lv.alpha[j], x0) * x0 + _at(lv.sigma[j], x0) * noise
-        teacher = _teacher_denoiser(model, frozen["teacher"], self.process, self.prediction)
+        z = _noised(lv, j, x0, noise)
+        teacher = _teacher_denoiser(model, frozen["teacher"], self.process,
+                                     self.teacher_prediction or self.prediction)
         z1 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z, j, labels)
         z2 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z1, j + 1, labels)
         target = jax.lax.stop_gradient(distillation.ddim_x0_target(
             z, z2, _at(lv.alpha[j], z), _at(lv.sigma[j], z), _at(lv.alpha[j + 2], z), _at(lv.sigma[j + 2], z)))
         weight = distillation.snr_weight(lv.alpha[j], lv.sigma[j], self.weighting)
-
-        def loss_fn(params):
-            def model_fn(x, t):
-                return model.apply(params, x, t, labels, train=True, rngs=rngs)
-
-            x_hat = denoiser(model_fn, self.process, self.prediction)(z, lv.t[j]).x0
-            mse = jnp.mean(jnp.square(target - x_hat), axis=tuple(range(1, z.ndim)))
-            return jnp.mean(weight * mse), dict(loss=weight * mse, mse=mse)
-
-        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+        student = _student(model, labels, rngs)
+        return _regression(lambda p: denoiser(student(p), self.process, self.prediction)(z, lv.t[j]).x0, params,
+                           target, weight)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,12 +110,14 @@ class Consistency(_NoLikelihood):
     """Song et al. 2023, Algorithm 2, on the teacher's discretization of `num_levels` = N levels: a level n + 1
     (index j in [0, N - 2], noisiest first), x = alpha x0 + sigma eps there, the teacher's ODE step (`solver`,
     `distillation.TEACHER_SOLVERS`) to level n, the loss lambda d(f_theta(x_{n+1}), f_theta-(x^_n)) with
-    lambda = 1 and d the squared L2 distance (mean over pixels); theta- are the EMA params."""
+    lambda = 1 and d the squared L2 distance (mean over pixels); theta- are the EMA params. Student and target read
+    the network as `prediction`, the teacher as `teacher_prediction`."""
 
     process: Any
     prediction: str
     num_levels: int
     solver: str = "heun"
+    teacher_prediction: str | None = None  # None: the student's
     name = "consistency"
 
     def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
@@ -109,8 +127,9 @@ class Consistency(_NoLikelihood):
         eps = lv.sigma_ve[self.num_levels - 1]
         sigma_d = distillation.sigma_data(self.process)
         j, noise = _draws(rng, x0, first_index, self.num_levels - 1)
-        x = _at(lv.alpha[j], x0) * x0 + _at(lv.sigma[j], x0) * noise
-        teacher = _teacher_denoiser(model, frozen["teacher"], self.process, self.prediction)
+        x = _noised(lv, j, x0, noise)
+        teacher = _teacher_denoiser(model, frozen["teacher"], self.process,
+                                     self.teacher_prediction or self.prediction)
         x_next = distillation.teacher_step(distillation.TEACHER_SOLVERS[self.solver], self.process, lv, teacher, x,
                                            j, labels)
 
@@ -120,10 +139,5 @@ class Consistency(_NoLikelihood):
                                                    sigma_d)
 
         target = jax.lax.stop_gradient(f(lambda x, t: model.apply(ema_params, x, t, labels), x_next, j + 1))
-
-        def loss_fn(params):
-            online = f(lambda x, t: model.apply(params, x, t, labels, train=True, rngs=rngs), x, j)
-            distance = jnp.mean(jnp.square(online - target), axis=tuple(range(1, x.ndim)))
-            return jnp.mean(distance), dict(loss=distance, mse=distance)
-
-        return jax.value_and_grad(loss_fn, has_aux=True)(params)
+        student = _student(model, labels, rngs)
+        return _regression(lambda p: f(student(p), x, j), params, target)
