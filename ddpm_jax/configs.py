@@ -61,6 +61,14 @@ def base_config() -> ml_collections.ConfigDict:
     ))
 
 
+def use_flow_matching(config: ml_collections.ConfigDict, t_distribution: str = "uniform") -> ml_collections.ConfigDict:
+    """`config` switched to flow matching, in place (and returned): objective "flow", the velocity target, weighting
+    "none" (its MSE has its own), t ~ `t_distribution` ("uniform" or "logit_normal")."""
+    config.diffusion.update(objective="flow", prediction="velocity", weighting="none")
+    config.diffusion.flow = ml_collections.ConfigDict(dict(t_distribution=t_distribution))
+    return config
+
+
 def objective(config: ml_collections.ConfigDict) -> str:
     """config.diffusion.objective: "ddpm" (also when the field is absent), "vdm", a variational diffusion model
     (Kingma et al. 2021) with the options of config.diffusion.vdm (see experiments/digits_vdm.py), or "flow", flow

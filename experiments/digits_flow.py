@@ -11,16 +11,13 @@ Every sampler but "ancestral" (a discrete schedule's) samples it; it defines no 
 
 import os
 
-import ml_collections
-
-from ddpm_jax.configs import load_config
+from ddpm_jax.configs import load_config, use_flow_matching
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def get_config():
-    config = load_config(os.path.join(HERE, "digits.py"))
-    config.diffusion.update(objective="flow", prediction="velocity", variance="fixed_small")
-    config.diffusion.flow = ml_collections.ConfigDict(dict(t_distribution="uniform"))
+    config = use_flow_matching(load_config(os.path.join(HERE, "digits.py")))
+    config.diffusion.variance = "fixed_small"
     config.sample.update(sampler="euler", num_steps=20)
     return config
