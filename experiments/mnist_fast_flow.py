@@ -6,7 +6,8 @@ weighting "none" in place of mnist_fast's "min_snr" (flow matching regresses its
 another weighting).
 
 The best objective measured on MNIST (docs/objectives.md; 500 samples, classifier `npz-mnist:183a8e88a0`, real
-data 5.36): FID 7.2 with this sampler against DDPM's 8.4 (mnist_fast.py) from the same 1,500 steps, and far ahead
+data 5.36): FID 7.2 with this sampler against DDPM's 8.4 (mnist_fast.py) from the same 1,500 steps (7.30 +- 0.34
+over 5 sampling seeds, benchmarks/results/fid_seeds_mnist_fast_flow.json), and far ahead
 with few steps or ODE solvers (Heun at 5 NFE: 14.1 against 369). Same network, batch and steps as mnist_fast.py,
 so the same cost per step; its 7-minute timing on quiet cores is mnist_fast.py's (not re-measured for this file).
 
