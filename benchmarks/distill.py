@@ -8,12 +8,13 @@ training-free samplers at the same network evaluations (NFE).
 Runs the whole chain with `distill_run.distill` (timed): progressive distillation from --pd-teacher-steps DDIM
 steps down to 1 (--pd-train-steps per round), and consistency distillation (--cd-train-steps, --cd-levels levels,
 Heun teacher steps); --methods picks them, --set KEY=VALUE overrides the students' config (e.g.
-diffusion.prediction=v: a v student of an eps teacher). Then, at each NFE of --nfe, --num-samples samples with the same seed of: the progressive
-student of that many steps, the consistency student in that many steps (Algorithm 1), and the teacher with each
-sampler of --samplers (as benchmarks/quality_vs_nfe.py counts NFE: Heun takes 2N - 1 on N steps and runs at the
-odd NFE at or below; DDIM's leading spacing may visit one level more). Each is scored with the project's FID, IS,
-KID and precision/recall against the teacher's test split (`sample_quality`, reference statistics cached as
-`evaluate` does); sampling images/s excludes the compile (rounds of at most 256 samples per device, one shape).
+diffusion.prediction=v: a v student of an eps teacher). Then, at each NFE of --nfe, --num-samples samples with the
+same seed of: the progressive student of that many steps, the consistency student in that many steps
+(Algorithm 1), and the teacher with each sampler of --samplers (as benchmarks/quality_vs_nfe.py counts NFE: Heun
+takes 2N - 1 on N steps and runs at the odd NFE at or below; DDIM's leading spacing may visit one level more).
+Each is scored with the project's FID, IS, KID and precision/recall against the teacher's test split
+(`sample_quality`, reference statistics cached as `evaluate` does); sampling images/s excludes the compile
+(rounds of at most 256 samples per device, one shape).
 The students are written under --students-dir (default: beside the teacher), so a rerun resumes them and only
 scores (its distillation times are then those of the resume: keep the first run's JSON).
 """

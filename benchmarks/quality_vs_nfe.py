@@ -15,6 +15,7 @@ sampler's FID is within 10% of ancestral's, and the same metrics for --num-sampl
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import time
@@ -62,8 +63,6 @@ class Scorer:
     def __call__(self, run, **options) -> dict:
         """dict(images_per_s, fid, is, kid, precision, recall, ...) of `run`'s EMA samples with the sampler
         `options` of `runs.sample` (sampler, num_steps, ...)."""
-        import copy
-
         from ddpm_jax import runs, sample_quality
 
         config = copy.deepcopy(run.config)

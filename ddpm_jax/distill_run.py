@@ -6,8 +6,8 @@ teacher's and trains it with `train.train_and_evaluate`, so every round is check
     python -m ddpm_jax sample --workdir runs/mnist_pd --steps 2       # the round distilled for 2 steps
 
 A student's config is the teacher's saved config with a section `distill` (`DEFAULTS`: what the method reads,
-the teacher's workdir, checkpoint step and prediction), the student's training settings (`TRAIN_DEFAULTS`, then the command's
---config overrides) and its own sampler in config.sample (`config_schema.DISTILLED_SAMPLERS`).
+the teacher's workdir, checkpoint step and prediction), the student's training settings (`TRAIN_DEFAULTS`, then
+the command's --config overrides) and its own sampler in config.sample (`config_schema.DISTILLED_SAMPLERS`).
 
 - progressive (Salimans & Ho 2022): rounds N = teacher_steps / 2, ..., 1, round N in WORKDIR/steps_<N>, its student
   (initialized from its teacher, the round before; the first: the teacher run) trained config.train.num_steps

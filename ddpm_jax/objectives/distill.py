@@ -55,16 +55,18 @@ def _student(model, labels, rngs):
     return lambda params: lambda x, t: model.apply(params, x, t, labels, train=True, rngs=rngs)
 
 
-def _teacher_denoiser(model, params, process, prediction):
-    """denoise(x, t, labels) -> `denoiser.Denoised` of the frozen teacher (no dropout)."""
-    def denoise(x, t, labels):
-        return denoiser(lambda x, t: model.apply(params, x, t, labels), process, prediction)(x, t)
+class _Distillation:
+    """What both objectives share: their teacher, read as `teacher_prediction` (None: the student's `prediction`),
+    and no likelihood (`check_bits_per_dim` raises, with the objective's `name`)."""
 
-    return denoise
+    def _teacher(self, model, frozen):
+        """denoise(x, t, labels) -> `denoiser.Denoised` of the frozen teacher (no dropout)."""
+        prediction = self.teacher_prediction or self.prediction
 
+        def denoise(x, t, labels):
+            return denoiser(lambda x, t: model.apply(frozen["teacher"], x, t, labels), self.process, prediction)(x, t)
 
-class _NoLikelihood:
-    """`check_bits_per_dim` of an objective that defines no likelihood (its `name` in the message)."""
+        return denoise
 
     def check_bits_per_dim(self) -> None:
         raise ValueError(f"a {self.name}-distilled student defines no bits/dim (it is trained to match its "
@@ -73,7 +75,7 @@ class _NoLikelihood:
 
 
 @dataclasses.dataclass(frozen=True)
-class Progressive(_NoLikelihood):
+class Progressive(_Distillation):
     """Salimans & Ho 2022, Algorithm 2, for a student of `num_steps` = N steps (`distillation` notes): a level of
     the student's grid, z = alpha x0 + sigma eps, the teacher's two DDIM steps on the grid of 2N, the target x~,
     the loss w(t) ||x~ - x_theta(z)||^2 (mean over pixels) with w `weighting`. The student reads its network as
@@ -93,8 +95,7 @@ class Progressive(_NoLikelihood):
         k, noise = _draws(rng, x0, first_index, self.num_steps)
         j = 2 * k  # the student's level on the teacher's grid
         z = _noised(lv, j, x0, noise)
-        teacher = _teacher_denoiser(model, frozen["teacher"], self.process,
-                                     self.teacher_prediction or self.prediction)
+        teacher = self._teacher(model, frozen)
         z1 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z, j, labels)
         z2 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z1, j + 1, labels)
         target = jax.lax.stop_gradient(distillation.ddim_x0_target(
@@ -106,7 +107,7 @@ class Progressive(_NoLikelihood):
 
 
 @dataclasses.dataclass(frozen=True)
-class Consistency(_NoLikelihood):
+class Consistency(_Distillation):
     """Song et al. 2023, Algorithm 2, on the teacher's discretization of `num_levels` = N levels: a level n + 1
     (index j in [0, N - 2], noisiest first), x = alpha x0 + sigma eps there, the teacher's ODE step (`solver`,
     `distillation.TEACHER_SOLVERS`) to level n, the loss lambda d(f_theta(x_{n+1}), f_theta-(x^_n)) with
@@ -128,8 +129,7 @@ class Consistency(_NoLikelihood):
         sigma_d = distillation.sigma_data(self.process)
         j, noise = _draws(rng, x0, first_index, self.num_levels - 1)
         x = _noised(lv, j, x0, noise)
-        teacher = _teacher_denoiser(model, frozen["teacher"], self.process,
-                                     self.teacher_prediction or self.prediction)
+        teacher = self._teacher(model, frozen)
         x_next = distillation.teacher_step(distillation.TEACHER_SOLVERS[self.solver], self.process, lv, teacher, x,
                                            j, labels)
 
