@@ -14,7 +14,6 @@ library default cannot hide behind it. Prints a table and writes the JSON; exits
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys

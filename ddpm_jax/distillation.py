@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import processes, schedules, solvers, steps
+from ddpm_jax import processes, schedules, solvers
 from ddpm_jax.reverse_loop import Context, Sampler
 from ddpm_jax.validation import check_choice, check_count
 

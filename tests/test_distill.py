@@ -341,10 +341,10 @@ def test_progressive_distillation_end_to_end(teacher, tmp_path, capsys):
     second = runs.load_config(os.path.join(chain, "steps_1"))
     assert second.distill.teacher == os.path.join(os.path.abspath(chain), "steps_2")
     assert second.distill.timesteps == (39,)
-    for steps in (2, 1):
-        rc, err = _sample(chain, steps, tmp_path / f"s{steps}.png", capsys)
+    for n in (2, 1):
+        rc, err = _sample(chain, n, tmp_path / f"s{n}.png", capsys)
         assert rc == 0, err
-        images = np.load(tmp_path / f"s{steps}.npz")["images"]
+        images = np.load(tmp_path / f"s{n}.npz")["images"]
         assert images.shape == (4, 8, 8, 1) and np.all(np.isfinite(images))
     rc, err = _sample(chain, 3, tmp_path / "s3.png", capsys)
     assert rc == 2 and "holds students of 2, 1 steps" in err
@@ -376,10 +376,10 @@ def test_consistency_distillation_end_to_end(teacher, tmp_path, capsys):
                  "--config.distill.num_levels=5", *STUDENT]) == 0
     config = runs.load_config(workdir)
     assert config.sample.sampler == "consistency" and config.train.ema_decay == 0.95
-    for steps in (1, 2, 4):
-        rc, err = _sample(workdir, steps, tmp_path / f"c{steps}.png", capsys)
+    for n in (1, 2, 4):
+        rc, err = _sample(workdir, n, tmp_path / f"c{n}.png", capsys)
         assert rc == 0, err
-        assert np.all(np.isfinite(np.load(tmp_path / f"c{steps}.npz")["images"]))
+        assert np.all(np.isfinite(np.load(tmp_path / f"c{n}.npz")["images"]))
     rc, err = _sample(workdir, 6, tmp_path / "c6.png", capsys)
     assert rc == 2 and "samples in 1 to 5 steps" in err
 
