@@ -326,6 +326,23 @@ def test_flow_matching_on_the_fsdp_mesh_trains_and_samples(tmp_path):
     assert images.shape == (4, 8, 8, 1) and np.all(np.isfinite(images))
 
 
+def test_edm_preconditioning_around_it_trains_and_samples(tmp_path):
+    """EDM's objective (preconditioning c_skip/c_out/c_in/c_noise around the network, log-normal sigma) with the DiT
+    as its network under pmap, sampled with its own heun."""
+    config = configs.load_config(os.path.join(EXPERIMENTS, "digits_edm.py"), [
+        "--config.train.batch_size=16", "--config.train.warmup_steps=1", "--config.train.num_steps=2",
+        "--config.train.checkpoint_every=2", "--config.train.sample_every=0", "--config.train.log_every=1",
+        "--config.sample.num_steps=3"])
+    config.model = ml_collections.ConfigDict(dict(arch="dit", hidden_size=32, depth=1, num_heads=2, patch_size=2,
+                                                  num_classes=10))
+    result = train.train_and_evaluate(config, str(tmp_path), progress=False)
+    assert result["steps_run"] == 2 and np.isfinite(float(result["metrics"]["loss"]))
+    run = runs.load_run(str(tmp_path))
+    assert isinstance(run.model.net, dit.DiT)  # inside models.EDMPreconditioned
+    images = runs.sample(run.config, run.params, jax.random.PRNGKey(0), 4, (8, 8, 1))
+    assert images.shape == (4, 8, 8, 1) and np.all(np.isfinite(images))
+
+
 def test_a_variational_diffusion_model_trains_and_samples_with_it(tmp_path):
     """VDM's objective (continuous time, learned schedule) around the DiT: two steps, its own bits/dim-bound loss,
     sampled with ddim on the learned schedule."""
