@@ -6,7 +6,8 @@ min and max of each metric per run.
         --feature-net classifier:runs/classifier_mnist --seeds 0,1,2,3,4 --out benchmarks/results/fid_seeds.json
 
 A difference between two runs smaller than the spread over seeds of one is not a difference the sample count can
-show; a target (FID <= 1.2x real) met at one seed and not at another is not met.
+show; a target (FID <= 1.2x real) met at one seed and not at another is not met. `--guidance 1,1.25` scores each run
+at each classifier-free guidance scale (a class-conditional run's; rows "RUN guidance S" for S != 1).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--feature-net", required=True, help="classifier:DIR or inception:WEIGHTS.npz")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--num-samples", type=int, default=500)
+    parser.add_argument("--guidance", default="1", help="comma-separated classifier-free guidance scales")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -38,18 +40,21 @@ def main(argv=None) -> int:
     monitor = common.LoadMonitor()
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, rows = {}, []
-    for workdir in args.workdirs.split(","):
+    settings = [(w, float(g)) for w in args.workdirs.split(",") for g in args.guidance.split(",")]
+    for workdir, guidance in settings:
+        name = workdir if guidance == 1 else f"{workdir} guidance {guidance:g}"
         scores = []
         for seed in seeds:
             report = evaluate.evaluate(workdir, num_samples=args.num_samples, feature_net=args.feature_net,
-                                       bpd_examples=0, seed=seed, progress=False, write=False)
+                                       bpd_examples=0, seed=seed, progress=False, write=False,
+                                       guidance_scale=guidance)
             scores.append({k: report["metrics"][k] for k in METRICS})
-            print(f"{workdir} seed {seed}: FID {scores[-1]['fid']:.3f}", file=sys.stderr, flush=True)
+            print(f"{name} seed {seed}: FID {scores[-1]['fid']:.3f}", file=sys.stderr, flush=True)
         summary = {k: dict(mean=float(np.mean(v)), std=float(np.std(v, ddof=1)), min=float(np.min(v)),
                            max=float(np.max(v))) for k in METRICS for v in [[s[k] for s in scores]]}
-        runs[workdir] = dict(step=report["step"], sampler=report["sampler"], seeds=seeds, scores=scores,
-                             summary=summary)
-        rows.append([workdir, str(report["step"])] + [f"{summary[k]['mean']:.3f} +- {summary[k]['std']:.3f} "
+        runs[name] = dict(step=report["step"], sampler=report["sampler"], seeds=seeds, scores=scores,
+                          summary=summary)
+        rows.append([name, str(report["step"])] + [f"{summary[k]['mean']:.3f} +- {summary[k]['std']:.3f} "
                                                       f"[{summary[k]['min']:.3f}, {summary[k]['max']:.3f}]"
                                                       for k in ("fid", "is")])
     text = (f"{args.num_samples} samples a seed, seeds {args.seeds}, feature network {args.feature_net}; mean +- "

@@ -227,6 +227,7 @@ def _evaluate(args, overrides):
         feature_net=args.feature_net, bpd_examples=args.bpd_examples, split=args.split, ref_split=args.ref_split,
         stats_dir=args.stats_dir, seed=args.seed, ema=not args.raw_params, bpd_per_device_batch=args.bpd_batch,
         config_overrides=overrides, step=args.step, sigma_rel=args.sigma_rel, best=args.best,
+        guidance_scale=args.guidance_scale,
     )
     print(evaluate.format_table(report))
     print(f"written: {report['path']}")
@@ -435,6 +436,8 @@ def main(argv=None) -> int:
     p.add_argument("--stats-dir", default=None, help="reference statistics cache (default: WORKDIR/../fid_stats)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bpd-batch", type=int, default=64, help="bits/dim images per device per call")
+    p.add_argument("--guidance-scale", "--guidance", type=float, default=1.0,
+                   help="classifier-free guidance scale w of a class-conditional run's samples (1: none)")
     _params_arguments(p)
 
     p = sub.add_parser("ema", help="post-hoc EMA (Karras et al. 2024): the EMA of any sigma_rel from the snapshots "

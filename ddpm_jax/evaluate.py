@@ -38,7 +38,7 @@ from ddpm_jax.files import check_writable, write_text
 from ddpm_jax.reference_stats import default_stats_dir, reference_features
 from ddpm_jax.sample_quality import (check_classifier_dataset, resolve_feature_network, sample_features,
                                      sample_metrics)
-from ddpm_jax.validation import check_evaluation_counts, check_labels
+from ddpm_jax.validation import check_evaluation_counts, check_guidance, check_labels
 
 __all__ = ["evaluate", "format_table"]
 
@@ -65,6 +65,7 @@ def evaluate(
     step: int | None = None,
     sigma_rel: float | None = None,
     best: bool = False,
+    guidance_scale: float = 1.0,
 ) -> dict:
     """Evaluate a checkpoint of a run; write WORKDIR/eval_<step>.json and return the report.
 
@@ -92,10 +93,12 @@ def evaluate(
       sigma_rel: evaluate the post-hoc EMA of this sigma_rel (written by `python -m ddpm_jax ema`; `step` is then
         its snapshot's step) instead of the checkpoint's EMA; the report is WORKDIR/eval_<step>_sigma_rel_<S>.json.
       best: evaluate the best checkpoint by FID during training (WORKDIR/best, config.train.keep_best).
+      guidance_scale: classifier-free guidance w of a class-conditional run's samples (Ho & Salimans 2022,
+        eps_null + w (eps_cond - eps_null): two model calls a step); 1: unguided, one call.
 
     Returns the report (what the json holds): step, workdir, params ("ema" | "raw" | "ema (best checkpoint)" |
     "posthoc_ema sigma_rel=S"), feature_network (name or
-    None), sampler {name, num_steps, spacing, eta (ddim), clip_denoised}, num_samples, seed, dataset {source, split, ref_split,
+    None), sampler {name, num_steps, spacing, eta (ddim), clip_denoised, labels, guidance_scale}, num_samples, seed, dataset {source, split, ref_split,
     ...caches}, metrics {fid, is, is_std, kid, kid_std, precision, recall, bpd, bpd_stderr, bpd_prior,
     bpd_decoder} (those computed), metric_settings, wall_seconds {sampling, features, reference, metrics, bpd,
     total}, path.
@@ -110,6 +113,7 @@ def evaluate(
         check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")
     run = runs.load_run(workdir, ema=ema, step=step, overrides=config_overrides, sigma_rel=sigma_rel, best=best)
     run.check_images("evaluate")
+    check_guidance(guidance_scale, run.model.num_classes is not None, True)  # a conditional run's balanced labels
     if run.codec is not None or run.config.model.get("text", None) is not None:
         raise ValueError(f"the run in {workdir!r} is a text-to-image (latent) run: evaluate measures pixel-space "
                          "models; measure it with benchmarks/prompt_accuracy.py.")
@@ -186,15 +190,15 @@ def evaluate(
         check_classifier_dataset(feature_net, source)
         image_shape = run.image_shape()
         labels = None
-        if model.num_classes is not None:  # class-conditional: balanced labels, no guidance
+        if model.num_classes is not None:  # class-conditional: balanced labels
             labels = runs.balanced_labels(num_samples, model.num_classes)
-            sampler_info["labels"] = "balanced (i mod num_classes)"
+            sampler_info.update(labels="balanced (i mod num_classes)", guidance_scale=float(guidance_scale))
         bar = tqdm(total=num_samples, unit="img", desc=f"sampling (step {step})", disable=not progress)
         t0 = time.perf_counter()
         samples = runs.sample(
             config, params, jax.random.fold_in(rng, 0), num_samples, image_shape, sampler=sampler,
             num_steps=sampler_info.get("num_steps"), spacing=sampler_info.get("spacing"),
-            eta=sampler_info.get("eta"), labels=labels, layout=layout,
+            eta=sampler_info.get("eta"), labels=labels, guidance_scale=guidance_scale, layout=layout,
             progress=lambda done, total: bar.update(done - bar.n),
         )
         bar.close()
@@ -246,6 +250,7 @@ def format_table(report: dict) -> str:
     s = report["sampler"]
     steps = f", {s['num_steps']} steps ({s['spacing']})" if "num_steps" in s else ""
     steps += f", eta {s['eta']}" if "eta" in s else ""
+    steps += f", guidance {s['guidance_scale']}" if s.get("guidance_scale", 1.0) != 1.0 else ""
     head = [f"step {report['step']} ({report['params']} params)"]
     if report["feature_network"]:
         head.append(f"{report['num_samples']} samples, {s['name']}{steps}; feature network "

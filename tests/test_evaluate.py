@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from ddpm_jax import classifier, configs, data, diffusion, evaluate, functional, likelihood, train
+from ddpm_jax import classifier, configs, data, diffusion, evaluate, functional, likelihood, runs, train
 from ddpm_jax.__main__ import main
 
 TINY = [
@@ -89,7 +89,7 @@ def test_bits_per_dim_dataset_matches_direct_on_one_and_eight_devices(run):
 def _check_report(report, workdir, num_samples, bpd_examples):
     assert report["step"] == 2 and report["num_samples"] == num_samples and report["params"] == "ema"
     assert report["sampler"] == dict(name="ddim", num_steps=4, spacing="leading", eta=0.0, clip_denoised=True,
-                                     labels="balanced (i mod num_classes)")  # the digits recipe is conditional
+                                     labels="balanced (i mod num_classes)", guidance_scale=1.0)  # conditional
     m = report["metrics"]
     for key in ("fid", "is", "is_std", "kid", "kid_std", "precision", "recall", "bpd", "bpd_stderr"):
         assert np.isfinite(m[key]), key
@@ -133,6 +133,25 @@ def test_evaluate_and_cli(run, classifier_dir, tmp_path, capsys):
     rc = main(["evaluate", "--workdir", workdir, "--bpd-examples", "8", "--config.diffusion.zero_terminal_snr=True"])
     captured = capsys.readouterr()
     assert rc == 2 and "bits/dim only" in captured.err and "not finite" in captured.err
+
+
+def test_evaluate_with_classifier_free_guidance(run, classifier_dir, capsys, monkeypatch):
+    """guidance_scale reaches the sampler (runs.sample, whose guidance tests/test_sampling checks) and the report,
+    and is printed; a non-number is refused before anything is sampled. (The 2-step run's label embedding has not
+    moved yet, so its guided samples cannot differ.)"""
+    _, workdir, _ = run
+    kwargs = dict(num_samples=32, sampler="ddim", num_steps=4, eta=0.0, feature_net=f"classifier:{classifier_dir[0]}",
+                  bpd_examples=0, progress=False, write=False)
+    plain = evaluate.evaluate(workdir, **kwargs)
+    scales, sample = [], runs.sample
+    monkeypatch.setattr(runs, "sample", lambda *a, **k: scales.append(k["guidance_scale"]) or sample(*a, **k))
+    guided = evaluate.evaluate(workdir, guidance_scale=3.0, **kwargs)
+    assert scales == [3.0] and np.isfinite(guided["metrics"]["fid"])
+    assert plain["sampler"]["guidance_scale"] == 1.0 and guided["sampler"]["guidance_scale"] == 3.0
+    assert "guidance 3.0" in evaluate.format_table(guided) and "guidance" not in evaluate.format_table(plain)
+    assert main(["evaluate", "--workdir", workdir, "--num-samples", "8", "--feature-net",
+                 f"classifier:{classifier_dir[0]}", "--bpd-examples", "0", "--guidance", "nan"]) == 2
+    assert "guidance scale" in capsys.readouterr().err and scales == [3.0]
 
 
 def test_evaluate_a_sharded_run_on_its_mesh(run, classifier_dir):
