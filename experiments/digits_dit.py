@@ -7,10 +7,11 @@ dropout 0.1, DPM-Solver++(2M) SDE in 20 steps.
     python -m ddpm_jax train --config experiments/digits_dit.py --workdir runs/digits_dit
     python -m ddpm_jax sample --workdir runs/digits_dit --num 64 --out runs/digits_dit/grid.png
 
-Measured (README, "A Diffusion Transformer backbone"; 594 samples, the digits classifier): the DiT learns more slowly
-per step than the U-Net. After this recipe's 1,200 steps (83 s) FID 116 where the U-Net scores 6.1 at equal time
-(benchmarks/results/dit_vs_unet_digits.json); given --config.train.num_steps=6000 (6 minutes) it reaches 7.7 / 5.3 /
-4.7 / 4.4 at steps 2,400 / 3,600 / 4,800 / 6,000 (benchmarks/results/time_to_quality_digits_dit_6000.json).
+Measured (README, "A Diffusion Transformer backbone"; the digits classifier): the DiT learns more slowly per step
+than the U-Net. After this recipe's 1,200 steps (83 s) FID 116 where the U-Net scores 6.1 at equal time (500
+samples, benchmarks/results/dit_vs_unet_digits.json); given --config.train.num_steps=6000 (6 minutes) it reaches
+7.7 / 5.3 / 4.7 / 4.4 at steps 2,400 / 3,600 / 4,800 / 6,000 (594 samples,
+benchmarks/results/time_to_quality_digits_dit_6000.json).
 """
 
 import os

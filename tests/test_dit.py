@@ -174,7 +174,8 @@ def _numpy_dit(params, x, t, y, depth, num_heads, p):
     tokens = x.reshape(b, gh, p, gw, p, ch).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * gw, p * p * ch)
     d = P["x_embedder"]["kernel"].shape[1]
     hs = dense(P["x_embedder"], tokens) + dit.sincos_pos_embed(d, gh, gw)[None]
-    freqs = np.exp(-np.log(10000.0) * np.arange(128) / 128)
+    half = P["t_embedder_0"]["kernel"].shape[0] // 2  # the frequency features' width, read from the params
+    freqs = np.exp(-np.log(10000.0) * np.arange(half) / half)
     temb = np.concatenate([np.cos(t[:, None] * freqs), np.sin(t[:, None] * freqs)], axis=1)
     c = dense(P["t_embedder_1"], silu(dense(P["t_embedder_0"], temb))) + P["label_emb"]["embedding"][y]
     for i in range(depth):
