@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", default="progressive,consistency", help="comma-separated")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a student config override for every method, e.g. diffusion.prediction=v (repeatable)")
+    parser.add_argument("--unclipped", action="store_true",
+                        help="every student and teacher sampler predicts x0 unclipped (default: each run's "
+                             "config.sample.clip_denoised)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="JSON results (default: benchmarks/results/distill_NAME.json)")
     parser.add_argument("--plot", default=None, help="PNG of FID and IS against NFE, every student and sampler")
@@ -83,6 +86,7 @@ def main(argv=None) -> int:
     timings = {}
     for method in methods:
         overrides = method_overrides[method] + [f"--config.{kv}" for kv in args.set]
+        overrides += ["--config.sample.clip_denoised=False"] if args.unclipped else []
         start = time.perf_counter()
         result = distill_run.distill(args.teacher, os.path.join(students, method), method, overrides,
                                      progress=False)
@@ -90,6 +94,8 @@ def main(argv=None) -> int:
         print(f"{method}: {timings[method]['total_seconds']:.0f}s", file=sys.stderr, flush=True)
 
     teacher = runs.load_run(args.teacher)
+    if args.unclipped:
+        teacher.config.sample.clip_denoised = False
     scorer = Scorer(args.teacher, teacher, args.feature_net, args.num_samples, args.seed)
 
     def score(what, nfe, run, **options):

@@ -7,7 +7,8 @@ min and max of each metric per run.
 
 A difference between two runs smaller than the spread over seeds of one is not a difference the sample count can
 show; a target (FID <= 1.2x real) met at one seed and not at another is not met. `--guidance 1,1.25` scores each run
-at each classifier-free guidance scale (a class-conditional run's; rows "RUN guidance S" for S != 1).
+at each classifier-free guidance scale (a class-conditional run's; rows "RUN guidance S" for S != 1); `--set
+sample.clip_denoised=False` overrides every run's saved config.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--num-samples", type=int, default=500)
     parser.add_argument("--guidance", default="1", help="comma-separated classifier-free guidance scales")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override of every run's saved config, e.g. sample.clip_denoised=False")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -47,7 +50,8 @@ def main(argv=None) -> int:
         for seed in seeds:
             report = evaluate.evaluate(workdir, num_samples=args.num_samples, feature_net=args.feature_net,
                                        bpd_examples=0, seed=seed, progress=False, write=False,
-                                       guidance_scale=guidance)
+                                       guidance_scale=guidance,
+                                       config_overrides=[f"--config.{kv}" for kv in args.set])
             scores.append({k: report["metrics"][k] for k in METRICS})
             print(f"{name} seed {seed}: FID {scores[-1]['fid']:.3f}", file=sys.stderr, flush=True)
         summary = {k: dict(mean=float(np.mean(v)), std=float(np.std(v, ddof=1)), min=float(np.min(v)),
@@ -57,11 +61,12 @@ def main(argv=None) -> int:
         rows.append([name, str(report["step"])] + [f"{summary[k]['mean']:.3f} +- {summary[k]['std']:.3f} "
                                                       f"[{summary[k]['min']:.3f}, {summary[k]['max']:.3f}]"
                                                       for k in ("fid", "is")])
-    text = (f"{args.num_samples} samples a seed, seeds {args.seeds}, feature network {args.feature_net}; mean +- "
-            f"standard deviation [min, max] over the seeds\n\n"
+    text = (f"{args.num_samples} samples a seed, seeds {args.seeds}, feature network {args.feature_net}"
+            f"{'; config ' + ', '.join(args.set) if args.set else ''}; mean +- standard deviation [min, max] over the "
+            "seeds\n\n"
             + common.table(["run", "step", "FID", "IS"], rows))
     common.report(text, monitor.stop(), args.out, runs=runs, num_samples=args.num_samples,
-                  feature_net=args.feature_net, machine=common.machine_info())
+                  feature_net=args.feature_net, config_overrides=args.set, machine=common.machine_info())
     return 0
 
 

@@ -110,6 +110,8 @@ def _validate_distill(config) -> None:
             raise ValueError(f"config.distill.teacher_steps = {d.teacher_steps} DDIM steps need as many distinct "
                              f"timesteps; the teacher's schedule has T = {T}.")
         check_choice("distillation weighting (config.distill.weighting)", d.weighting, distillation.WEIGHTINGS)
+        check_choice("progressive teacher solver (config.distill.solver, the first round's)",
+                     d.get("solver", "ddim"), distillation.PROGRESSIVE_SOLVERS)
         if d.get("steps", None) is not None:
             check_count("config.distill.steps", d.steps)
             if d.teacher_steps % d.steps:

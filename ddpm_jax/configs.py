@@ -180,7 +180,8 @@ def create_objective(config: ml_collections.ConfigDict):
     process, prediction = create_schedule(config), config.diffusion.prediction
     teacher_prediction = distill.get("teacher_prediction", None)
     if distill.method == "progressive":
-        return objectives.Progressive(process, prediction, int(distill.steps), distill.weighting, teacher_prediction)
+        return objectives.Progressive(process, prediction, int(distill.steps), distill.weighting, teacher_prediction,
+                                      distill.get("solver", "ddim"))
     return objectives.Consistency(process, prediction, int(distill.num_levels), distill.solver, teacher_prediction)
 
 

@@ -32,8 +32,9 @@ from ddpm_jax import checkpoint, config_schema, configs, distillation, runs, tra
 from ddpm_jax.files import check_writable, write_text
 
 DEFAULTS = {
-    # teacher_steps: the teacher's DDIM steps, halved each round down to 1; steps, timesteps: set per round
-    "progressive": dict(teacher_steps=8, weighting="truncated_snr", steps=None, timesteps=None),
+    # teacher_steps: the teacher's steps, halved each round down to 1; solver: the first round's teacher step
+    # (`distillation.PROGRESSIVE_SOLVERS`; later rounds': DDIM); steps, timesteps: set per round
+    "progressive": dict(teacher_steps=8, weighting="truncated_snr", solver="ddim", steps=None, timesteps=None),
     # num_levels: N of the teacher's Karras discretization (Song et al.: 18 on CIFAR-10); solver: its ODE step
     "consistency": dict(num_levels=18, solver="heun"),
 }
@@ -105,7 +106,8 @@ def distill(teacher: str, workdir: str, method: str, overrides: Sequence[str] = 
         write_text(path, json.dumps(chain, indent=2))
         config.distill.update(teacher=os.path.abspath(os.path.join(workdir, name)),
                               teacher_step=round_config.train.num_steps,
-                              teacher_prediction=config.diffusion.prediction)  # the next round's teacher: this
+                              teacher_prediction=config.diffusion.prediction,  # the next round's teacher: this
+                              solver="ddim")  # round, a student, samples with DDIM
         steps //= 2
     return dict(rounds=results)
 

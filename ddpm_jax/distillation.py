@@ -9,7 +9,8 @@ samplers' own steps (`steps.ddim`, `solvers.heun`, `solvers.euler`), each exampl
 Progressive distillation (Salimans & Ho 2022, Algorithm 2). A student of N steps visits the levels u = i / N,
 i = N .. 1, of the continuous time u in (0, 1] (`progressive_times`), so the grid of 2N steps holds the
 student's levels at its even indices. From z_t at the student's level t, the teacher takes two DDIM steps
-(eta 0) t -> t' -> t'' (indices 2k -> 2k + 1 -> 2k + 2), and the student's x-prediction is regressed onto
+(eta 0) t -> t' -> t'' (indices 2k -> 2k + 1 -> 2k + 2; in the first round optionally two Heun steps,
+`PROGRESSIVE_SOLVERS`), and the student's x-prediction is regressed onto
 
     x~ = (z_t'' - (sigma_t'' / sigma_t) z_t) / (alpha_t'' - (sigma_t'' / sigma_t) alpha_t)        (Alg. 2)
 
@@ -39,13 +40,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ddpm_jax import processes, schedules, solvers
+from ddpm_jax import processes, schedules, solvers, steps
 from ddpm_jax.reverse_loop import Context, Sampler
 from ddpm_jax.validation import check_choice, check_count
 
 METHODS = ("progressive", "consistency")
 WEIGHTINGS = ("truncated_snr", "snr_plus_one")
 TEACHER_SOLVERS = {"heun": solvers.heun, "euler": solvers.euler}  # one ODE step each; "euler" is DDIM (eta 0)
+# The first progressive round's teacher step: "ddim" (Alg. 2) or "heun" (EDM alg. 1 on the same levels); the later
+# rounds' teachers are students, which sample with DDIM.
+PROGRESSIVE_SOLVERS = {"ddim": steps.ddim, "heun": solvers.heun}
 SIGMA_DATA = 0.5  # sigma_d of the consistency function for teachers without one (EDM's and Song et al.'s value)
 FLOW_SIGMAS = (0.002, 80.0)  # the sigma_ve range of a rectified-flow teacher's discretization (EDM's)
 

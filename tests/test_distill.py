@@ -89,13 +89,33 @@ def _x0_64(process, prediction, out, x, t):
     return {"eps": lambda: (x - sigma * out) / alpha, "x0": lambda: out, "velocity": lambda: x - t * out}[prediction]()
 
 
+def _teacher_step_64(process, prediction, reference, x, level, i, solver):
+    """The teacher's step from level[i] to level[i + 1] in float64: DDIM (eta 0), or Heun (EDM alg. 1: on a
+    Schedule in y = x / alpha and sigma_ve, on a process in its time t with the velocity alpha' D + sigma' eps),
+    an Euler (= DDIM) step onto the clean end."""
+    (alpha, sigma), (a1, s1) = _alpha_sigma_64(process, level[i]), _alpha_sigma_64(process, level[i + 1])
+    x0 = _x0_64(process, prediction, reference(x, level[i]), x, level[i])
+    euler = a1 * x0 + s1 * (x - alpha * x0) / sigma
+    if solver == "ddim" or s1 == 0:
+        return euler
+    x0_e = _x0_64(process, prediction, reference(euler, level[i + 1]), euler, level[i + 1])
+    if not processes.is_process(process):  # Heun in y = x / alpha, slope (y - D) / sigma_ve
+        y, y_e, ve, ve1 = x / alpha, euler / a1, sigma / alpha, s1 / a1
+        return a1 * (y + 0.5 * ((y - x0) / ve + (y_e - x0_e) / ve1) * (ve1 - ve))
+    d_alpha = 0.0 if isinstance(process, processes.EDM) else -1.0  # alpha'(t): EDM 1, rectified flow 1 - t
+    velocity = lambda x, x0, a, s: d_alpha * x0 + (x - a * x0) / s  # noqa: E731  sigma'(t) = 1 for both
+    return x + 0.5 * (level[i + 1] - level[i]) * (velocity(x, x0, alpha, sigma) + velocity(euler, x0_e, a1, s1))
+
+
+@pytest.mark.parametrize("solver", ["ddim", "heun"])
 @pytest.mark.parametrize("process, prediction", [(_linear_schedule(), "eps"), (processes.edm(), "x0"),
                                                  (processes.rectified_flow(), "velocity")],
                          ids=["ddpm-eps", "edm-x0", "flow-velocity"])
-def test_progressive_target_makes_one_student_step_land_on_two_teacher_steps(process, prediction):
+def test_progressive_target_makes_one_student_step_land_on_two_teacher_steps(process, prediction, solver):
     """Salimans & Ho, Alg. 2: with x~ the target, ONE DDIM step t -> t'' of a student predicting x~ lands on the
-    teacher's two DDIM steps t -> t' -> t''; the teacher's steps and the student's step are recomputed in float64
-    numpy from the levels and the teacher's function, independently of the implementation."""
+    teacher's two steps t -> t' -> t'' (DDIM, or Heun for a first round); the teacher's steps and the student's
+    step are recomputed in float64 numpy from the levels and the teacher's function, independently of the
+    implementation."""
     model_fn, reference = _toy_teacher(process, prediction)
     student_steps = 4
     times = distillation.progressive_times(process, 2 * student_steps)
@@ -103,23 +123,27 @@ def test_progressive_target_makes_one_student_step_land_on_two_teacher_steps(pro
     j = np.array([0, 2, 4, 6], np.int32)  # every student level, including the last step to the clean end
     z = np.random.default_rng(2).normal(size=(4, 6)).astype(np.float32) * np.asarray(lv.sigma)[j, None]
     denoise = lambda x, t, labels: denoiser(model_fn, process, prediction)(x, t)  # noqa: E731
-    z1 = distillation.teacher_step(steps.ddim, process, lv, denoise, jnp.asarray(z), jnp.asarray(j))
-    z2 = distillation.teacher_step(steps.ddim, process, lv, denoise, z1, jnp.asarray(j + 1))
+    step = distillation.PROGRESSIVE_SOLVERS[solver]
+    z1 = distillation.teacher_step(step, process, lv, denoise, jnp.asarray(z), jnp.asarray(j))
+    z2 = distillation.teacher_step(step, process, lv, denoise, z1, jnp.asarray(j + 1))
     at = lambda a, idx: np.asarray(a)[idx][:, None]  # noqa: E731
     target = np.asarray(distillation.ddim_x0_target(z, z2, at(lv.alpha, j), at(lv.sigma, j), at(lv.alpha, j + 2),
                                                     at(lv.sigma, j + 2)), np.float64)
     level = list(times) + ([] if processes.is_process(process) else [-1])
+    moved = 0.0
     for b, jb in enumerate(j):
         x = z[b].astype(np.float64)
         a0, s0 = _alpha_sigma_64(process, level[jb])
-        for i in (jb, jb + 1):  # the teacher's two DDIM steps (eta 0), float64
-            alpha, sigma = _alpha_sigma_64(process, level[i])
-            a1, s1 = _alpha_sigma_64(process, level[i + 1])
-            x0 = _x0_64(process, prediction, reference(x, level[i]), x, level[i])
-            x = a1 * x0 + s1 * (x - alpha * x0) / sigma
+        for i in (jb, jb + 1):  # the teacher's two steps, float64
+            x = _teacher_step_64(process, prediction, reference, x, level, i, solver)
         a2, s2 = _alpha_sigma_64(process, level[jb + 2])
         student = a2 * target[b] + s2 * (z[b] - a0 * target[b]) / s0  # one DDIM step from x0 = x~
         np.testing.assert_allclose(student, x, rtol=1e-5, atol=2e-5)
+        ddim = z[b].astype(np.float64)
+        for i in (jb, jb + 1):
+            ddim = _teacher_step_64(process, prediction, reference, ddim, level, i, "ddim")
+        moved = max(moved, np.abs(x - ddim).max())
+    assert (moved > 1e-3) == (solver == "heun")  # Heun's steps are not DDIM's: the check tells them apart
 
 
 def test_progressive_levels_are_nested():
@@ -332,13 +356,14 @@ def _sample(workdir, steps, out, capsys):
 def test_progressive_distillation_end_to_end(teacher, tmp_path, capsys):
     chain = str(tmp_path / "pd")
     argv = ["distill", "--teacher", teacher, "--method", "progressive", "--workdir", chain,
-            "--config.distill.teacher_steps=4", *STUDENT]
+            "--config.distill.teacher_steps=4", "--config.distill.solver=heun", *STUDENT]
     assert main(argv) == 0
     assert json.load(open(os.path.join(chain, "distill.json")))["rounds"] == {"2": "steps_2", "1": "steps_1"}
     first = runs.load_config(os.path.join(chain, "steps_2"))
     assert first.distill.teacher == os.path.abspath(teacher) and first.distill.timesteps == (39, 19)
     assert first.distill.teacher_prediction == "eps" == first.diffusion.prediction
     second = runs.load_config(os.path.join(chain, "steps_1"))
+    assert first.distill.solver == "heun" and second.distill.solver == "ddim"  # the later teachers are students
     assert second.distill.teacher == os.path.join(os.path.abspath(chain), "steps_2")
     assert second.distill.timesteps == (39,)
     for n in (2, 1):
@@ -400,6 +425,8 @@ def test_bad_teachers_and_settings_are_refused(teacher, tmp_path, capsys):
                                                            "--config.distill.teacher_steps=6")
     assert "Unknown teacher ODE solver" in refused("--teacher", teacher, "--method", "consistency",
                                                    "--config.distill.solver='dpm++2m'")
+    assert "Unknown progressive teacher solver (config.distill.solver, the first round's) 'euler'" in refused(
+        "--teacher", teacher, "--method", "progressive", "--config.distill.solver=euler")
     assert "Unknown teacher prediction (config.distill.teacher_prediction) 'velocity'" in refused(
         "--teacher", teacher, "--method", "progressive", "--config.distill.teacher_prediction=velocity")
     vdm = configs.load_config(os.path.join(ROOT, "experiments", "digits_vdm.py"))

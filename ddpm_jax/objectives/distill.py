@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from ddpm_jax import distillation, steps
+from ddpm_jax import distillation
 from ddpm_jax.denoiser import denoiser
 from ddpm_jax.keys import example_keys, per_example
 
@@ -77,7 +77,8 @@ class _Distillation:
 @dataclasses.dataclass(frozen=True)
 class Progressive(_Distillation):
     """Salimans & Ho 2022, Algorithm 2, for a student of `num_steps` = N steps (`distillation` notes): a level of
-    the student's grid, z = alpha x0 + sigma eps, the teacher's two DDIM steps on the grid of 2N, the target x~,
+    the student's grid, z = alpha x0 + sigma eps, the teacher's two steps on the grid of 2N (`solver`, a key of
+    `distillation.PROGRESSIVE_SOLVERS`: DDIM as in the paper, or Heun for a first round), the target x~,
     the loss w(t) ||x~ - x_theta(z)||^2 (mean over pixels) with w `weighting`. The student reads its network as
     `prediction`, the teacher as `teacher_prediction` (sec. 4: a v or x0 student of an eps teacher)."""
 
@@ -86,6 +87,7 @@ class Progressive(_Distillation):
     num_steps: int
     weighting: str = "truncated_snr"
     teacher_prediction: str | None = None  # None: the student's
+    solver: str = "ddim"
     name = "progressive"
 
     def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
@@ -95,9 +97,9 @@ class Progressive(_Distillation):
         k, noise = _draws(rng, x0, first_index, self.num_steps)
         j = 2 * k  # the student's level on the teacher's grid
         z = _noised(lv, j, x0, noise)
-        teacher = self._teacher(model, frozen)
-        z1 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z, j, labels)
-        z2 = distillation.teacher_step(steps.ddim, self.process, lv, teacher, z1, j + 1, labels)
+        teacher, step = self._teacher(model, frozen), distillation.PROGRESSIVE_SOLVERS[self.solver]
+        z1 = distillation.teacher_step(step, self.process, lv, teacher, z, j, labels)
+        z2 = distillation.teacher_step(step, self.process, lv, teacher, z1, j + 1, labels)
         target = jax.lax.stop_gradient(distillation.ddim_x0_target(
             z, z2, _at(lv.alpha[j], z), _at(lv.sigma[j], z), _at(lv.alpha[j + 2], z), _at(lv.sigma[j + 2], z)))
         weight = distillation.snr_weight(lv.alpha[j], lv.sigma[j], self.weighting)
