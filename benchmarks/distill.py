@@ -5,10 +5,10 @@ training-free samplers at the same network evaluations (NFE).
         --num-samples 1000 --out benchmarks/results/distill_mnist.json
     python benchmarks/distill.py --teacher runs/digits --feature-net classifier:runs/classifier_digits --quick
 
-Runs the whole chain with `distill_run.distill` (timed): progressive distillation from --pd-teacher-steps DDIM
-steps down to 1 (--pd-train-steps per round), and consistency distillation (--cd-train-steps, --cd-levels levels,
-Heun teacher steps); --methods picks them, --set KEY=VALUE overrides the students' config (e.g.
-diffusion.prediction=v: a v student of an eps teacher). Then, at each NFE of --nfe, --num-samples samples with the
+Runs the whole chain with `distill_run.distill` (timed): progressive distillation from --pd-teacher-steps teacher
+steps (DDIM; Heun in the first round with --set distill.solver=heun) down to 1 (--pd-train-steps per round), and
+consistency distillation (--cd-train-steps, --cd-levels levels, Heun teacher steps); --methods picks them, --set
+KEY=VALUE overrides the students' config (e.g. diffusion.prediction=v: a v student of an eps teacher). Then, at each NFE of --nfe, --num-samples samples with the
 same seed of: the progressive student of that many steps, the consistency student in that many steps
 (Algorithm 1), and the teacher with each sampler of --samplers (as benchmarks/quality_vs_nfe.py counts NFE: Heun
 takes 2N - 1 on N steps and runs at the odd NFE at or below; DDIM's leading spacing may visit one level more).
