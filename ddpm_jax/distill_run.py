@@ -104,10 +104,10 @@ def distill(teacher: str, workdir: str, method: str, overrides: Sequence[str] = 
         results.append(_train(round_config, os.path.join(workdir, name), progress, steps=steps))
         chain["rounds"][str(steps)] = name
         write_text(path, json.dumps(chain, indent=2))
+        # the next round's teacher: this round's student, which samples with DDIM
         config.distill.update(teacher=os.path.abspath(os.path.join(workdir, name)),
                               teacher_step=round_config.train.num_steps,
-                              teacher_prediction=config.diffusion.prediction,  # the next round's teacher: this
-                              solver="ddim")  # round, a student, samples with DDIM
+                              teacher_prediction=config.diffusion.prediction, solver="ddim")
         steps //= 2
     return dict(rounds=results)
 
