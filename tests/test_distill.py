@@ -14,8 +14,7 @@ import numpy as np
 import optax
 import pytest
 
-from ddpm_jax import (config_schema, configs, distillation, evaluate, processes, runs, sampling, schedules, steps,
-                      train)
+from ddpm_jax import config_schema, configs, distillation, evaluate, processes, runs, sampling, schedules, train
 from ddpm_jax.__main__ import main
 from ddpm_jax.denoiser import denoiser
 from ddpm_jax.metrics import FeatureNetwork
