@@ -94,7 +94,8 @@ def evaluate(
         its snapshot's step) instead of the checkpoint's EMA; the report is WORKDIR/eval_<step>_sigma_rel_<S>.json.
       best: evaluate the best checkpoint by FID during training (WORKDIR/best, config.train.keep_best).
       guidance_scale: classifier-free guidance w of a class-conditional run's samples (Ho & Salimans 2022,
-        eps_null + w (eps_cond - eps_null): two model calls a step); 1: unguided, one call.
+        eps_null + w (eps_cond - eps_null): two model calls a step); 1: unguided, one call. Another scale with no
+        samples drawn (num_samples 0 or no feature network) is refused.
 
     Returns the report (what the json holds): step, workdir, params ("ema" | "raw" | "ema (best checkpoint)" |
     "posthoc_ema sigma_rel=S"), feature_network (name or
@@ -108,6 +109,10 @@ def evaluate(
     start = time.perf_counter()
     check_evaluation_counts(num_samples, bpd_examples, feature_net=feature_net)
     network = resolve_feature_network(feature_net)
+    if guidance_scale != 1.0 and (network is None or num_samples == 0):
+        raise ValueError(f"guidance_scale {guidance_scale} guides the samples, and this evaluation draws no samples "
+                         "(num_samples 0 or no feature network): leave it at 1, or give num_samples >= 1 with a "
+                         "feature network.")
     workdir = runs.resolve_workdir(workdir, num_steps)  # a distillation chain: the round of num_steps
     if write:
         check_writable(workdir, "the report eval_<step>.json goes there (or pass write=False)")

@@ -152,6 +152,8 @@ def test_evaluate_with_classifier_free_guidance(run, classifier_dir, capsys, mon
     assert main(["evaluate", "--workdir", workdir, "--num-samples", "8", "--feature-net",
                  f"classifier:{classifier_dir[0]}", "--bpd-examples", "0", "--guidance", "nan"]) == 2
     assert "guidance scale" in capsys.readouterr().err and scales == [3.0]
+    with pytest.raises(ValueError, match="this evaluation draws no samples"):  # nothing for the scale to guide
+        evaluate.evaluate(workdir, guidance_scale=2.0, num_samples=0, bpd_examples=4, progress=False, write=False)
 
 
 def test_evaluate_a_sharded_run_on_its_mesh(run, classifier_dir):
