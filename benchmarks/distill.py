@@ -8,10 +8,11 @@ training-free samplers at the same network evaluations (NFE).
 Runs the whole chain with `distill_run.distill` (timed): progressive distillation from --pd-teacher-steps teacher
 steps (DDIM; Heun in the first round with --set distill.solver=heun) down to 1 (--pd-train-steps per round), and
 consistency distillation (--cd-train-steps, --cd-levels levels, Heun teacher steps); --methods picks them, --set
-KEY=VALUE overrides the students' config (e.g. diffusion.prediction=v: a v student of an eps teacher). Then, at each NFE of --nfe, --num-samples samples with the
-same seed of: the progressive student of that many steps, the consistency student in that many steps
-(Algorithm 1), and the teacher with each sampler of --samplers (as benchmarks/quality_vs_nfe.py counts NFE: Heun
-takes 2N - 1 on N steps and runs at the odd NFE at or below; DDIM's leading spacing may visit one level more).
+KEY=VALUE overrides the students' config (e.g. diffusion.prediction=v: a v student of an eps teacher). Then, at each
+NFE of --nfe, --num-samples samples with the same seed of: the progressive student of that many steps, the
+consistency student in that many steps (Algorithm 1), and the teacher with each sampler of --samplers (as
+benchmarks/quality_vs_nfe.py counts NFE: Heun takes 2N - 1 on N steps and runs at the odd NFE at or below; DDIM's
+leading spacing may visit one level more).
 Each is scored with the project's FID, IS, KID and precision/recall against the teacher's test split
 (`sample_quality`, reference statistics cached as `evaluate` does); sampling images/s excludes the compile
 (rounds of at most 256 samples per device, one shape).
@@ -83,19 +84,17 @@ def main(argv=None) -> int:
                         f"--config.train.num_steps={args.pd_train_steps}"],
         "consistency": [f"--config.distill.num_levels={args.cd_levels}",
                         f"--config.train.num_steps={args.cd_train_steps}"]}
+    unclipped = ["--config.sample.clip_denoised=False"] if args.unclipped else []  # students' and teacher's
     timings = {}
     for method in methods:
-        overrides = method_overrides[method] + [f"--config.{kv}" for kv in args.set]
-        overrides += ["--config.sample.clip_denoised=False"] if args.unclipped else []
+        overrides = method_overrides[method] + [f"--config.{kv}" for kv in args.set] + unclipped
         start = time.perf_counter()
         result = distill_run.distill(args.teacher, os.path.join(students, method), method, overrides,
                                      progress=False)
         timings[method] = dict(total_seconds=time.perf_counter() - start, rounds=result["rounds"])
         print(f"{method}: {timings[method]['total_seconds']:.0f}s", file=sys.stderr, flush=True)
 
-    teacher = runs.load_run(args.teacher)
-    if args.unclipped:
-        teacher.config.sample.clip_denoised = False
+    teacher = runs.load_run(args.teacher, overrides=unclipped)
     scorer = Scorer(args.teacher, teacher, args.feature_net, args.num_samples, args.seed)
 
     def score(what, nfe, run, **options):

@@ -44,14 +44,14 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     runs, rows = {}, []
     settings = [(w, float(g)) for w in args.workdirs.split(",") for g in args.guidance.split(",")]
+    overrides = [f"--config.{kv}" for kv in args.set]
     for workdir, guidance in settings:
         name = workdir if guidance == 1 else f"{workdir} guidance {guidance:g}"
         scores = []
         for seed in seeds:
             report = evaluate.evaluate(workdir, num_samples=args.num_samples, feature_net=args.feature_net,
                                        bpd_examples=0, seed=seed, progress=False, write=False,
-                                       guidance_scale=guidance,
-                                       config_overrides=[f"--config.{kv}" for kv in args.set])
+                                       guidance_scale=guidance, config_overrides=overrides)
             scores.append({k: report["metrics"][k] for k in METRICS})
             print(f"{name} seed {seed}: FID {scores[-1]['fid']:.3f}", file=sys.stderr, flush=True)
         summary = {k: dict(mean=float(np.mean(v)), std=float(np.std(v, ddof=1)), min=float(np.min(v)),

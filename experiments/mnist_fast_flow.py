@@ -26,8 +26,7 @@ project's MNIST classifier `npz-mnist:183a8e88a0` (real data 5.36), mean +- stan
 clip x0; training times in time_to_quality_mnist_fast_flow_1800{_logit,}.json.) All 5 seeds score under 1.2x real
 (6.43). 1,800 steps, not mnist_fast.py's 1,500: on this VM a step takes 0.19 s, so 1,800 fill the 7 minutes with the
 sampling (mnist_fast.py was timed on a slower AMD EPYC, 365 s for 1,500 steps; there, 1,500 steps of this recipe
-fit). Every sampler but "ancestral" (a discrete schedule's) samples
-it; it defines no bits/dim here.
+fit). Every sampler but "ancestral" (a discrete schedule's) samples it; it defines no bits/dim here.
 """
 
 import os
