@@ -63,6 +63,9 @@ def validate_config(config, *, training: bool = True) -> None:
             check_count(f"config.model.text.{name}", text[name], 2 if name == "max_length" else 1)
     if training:
         _validate_train(config.train)
+        if config.data.random_flip and (why := data.one_sided(config.data.source)):
+            warn_once(f"config.data.random_flip = True on {config.data.source!r}: {why}, so a flip makes images the "
+                      "data never hold and the model draws them mirrored too; set config.data.random_flip = False.")
         _validate_posthoc_ema(config.train.get("posthoc_ema", None))
         _validate_eval(config)
 

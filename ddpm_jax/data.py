@@ -159,6 +159,20 @@ def parse_source(source: str) -> Source:
     return Source("tfds", source)
 
 
+# Datasets whose images have a handedness that a horizontal flip breaks (benchmarks/mirror_asymmetry.py measures it).
+ONE_SIDED = {"digits": "digits read one way", "mnist": "digits read one way",
+             "fashion_mnist": "its shoes all point one way (99% of the sneakers, 100% of the ankle boots)"}
+
+
+def one_sided(source: str) -> str | None:
+    """Why mirrored images of `source` are images its data never hold, for a dataset of ONE_SIDED ("digits", its tfds
+    name, or an .npz / .npy file named after it); None for any other source."""
+    kind, location = parse_source(source)
+    if kind in ("npz", "npy"):
+        location = os.path.splitext(os.path.basename(location))[0]
+    return ONE_SIDED.get(location) if kind in ("digits", "tfds", "npz", "npy") else None
+
+
 def _check_arrays(images: np.ndarray, labels: np.ndarray | None, where: str) -> Arrays:
     images = np.asarray(images)
     if images.dtype != np.uint8:

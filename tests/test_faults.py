@@ -126,6 +126,29 @@ def test_suspicious_values_warn_once():
         runs.sampler_options(tiny_config(), "ddim", 5, None, -0.5)
 
 
+@pytest.mark.parametrize("source, warned", [("fashion_mnist", True), ("npz:/data/fashion_mnist.npz", True),
+                                            ("mnist", True), ("digits", True), ("cifar10", False),
+                                            ("npz:/data/pets.npz", False), ("folder:/data/mnist", False)])
+def test_flips_of_one_sided_data_warn(source, warned, monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(validation, "_warned", set())
+    config = tiny_config(f"--config.data.source={source}", "--config.data.random_flip=True")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        config_schema.validate_config(config)
+    flips = [w for w in record if "random_flip" in str(w.message)]
+    assert len(flips) == int(warned)
+    if warned:
+        assert issubclass(flips[0].category, validation.SuspiciousValueWarning)
+        assert "set config.data.random_flip = False" in str(flips[0].message)
+    config.data.random_flip = False
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        config_schema.validate_config(config)
+    assert not [w for w in record if "random_flip" in str(w.message)]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--num", "0"], "--num must be an integer >= 1, got 0."),
     (["--num", "-3"], "--num must be an integer >= 1, got -3."),
