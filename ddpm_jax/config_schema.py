@@ -114,7 +114,7 @@ def _validate_distill(config) -> None:
                              f"timesteps; the teacher's schedule has T = {T}.")
         check_choice("distillation weighting (config.distill.weighting)", d.weighting, distillation.WEIGHTINGS)
         check_choice("progressive teacher solver (config.distill.solver, the first round's)",
-                     d.get("solver", "ddim"), distillation.PROGRESSIVE_SOLVERS)
+                     d.get("solver", distillation.PROGRESSIVE_SOLVER), distillation.PROGRESSIVE_SOLVERS)
         if d.get("steps", None) is not None:
             check_count("config.distill.steps", d.steps)
             if d.teacher_steps % d.steps:

@@ -15,7 +15,7 @@ from typing import Callable, NamedTuple, Sequence
 import jax.numpy as jnp
 import ml_collections
 
-from ddpm_jax import data, objectives, parallel, processes, schedules, validation, vdm
+from ddpm_jax import data, distillation, objectives, parallel, processes, schedules, validation, vdm
 from ddpm_jax.models import unet
 from ddpm_jax.models.autoencoder import Autoencoder
 from ddpm_jax.models.dit import DiT
@@ -181,7 +181,7 @@ def create_objective(config: ml_collections.ConfigDict):
     teacher_prediction = distill.get("teacher_prediction", None)
     if distill.method == "progressive":
         return objectives.Progressive(process, prediction, int(distill.steps), distill.weighting, teacher_prediction,
-                                      distill.get("solver", "ddim"))
+                                      distill.get("solver", distillation.PROGRESSIVE_SOLVER))
     return objectives.Consistency(process, prediction, int(distill.num_levels), distill.solver, teacher_prediction)
 
 

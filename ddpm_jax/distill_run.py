@@ -34,7 +34,8 @@ from ddpm_jax.files import check_writable, write_text
 DEFAULTS = {
     # teacher_steps: the teacher's steps, halved each round down to 1; solver: the first round's teacher step
     # (`distillation.PROGRESSIVE_SOLVERS`; later rounds': DDIM); steps, timesteps: set per round
-    "progressive": dict(teacher_steps=8, weighting="truncated_snr", solver="ddim", steps=None, timesteps=None),
+    "progressive": dict(teacher_steps=8, weighting="truncated_snr", solver=distillation.PROGRESSIVE_SOLVER, steps=None,
+                        timesteps=None),
     # num_levels: N of the teacher's Karras discretization (Song et al.: 18 on CIFAR-10); solver: its ODE step
     "consistency": dict(num_levels=18, solver="heun"),
 }

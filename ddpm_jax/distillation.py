@@ -50,6 +50,7 @@ TEACHER_SOLVERS = {"heun": solvers.heun, "euler": solvers.euler}  # one ODE step
 # The first progressive round's teacher step: "ddim" (Alg. 2) or "heun" (EDM alg. 1 on the same levels); the later
 # rounds' teachers are students, which sample with DDIM.
 PROGRESSIVE_SOLVERS = {"ddim": steps.ddim, "heun": solvers.heun}
+PROGRESSIVE_SOLVER = "ddim"  # the default first-round teacher step, the paper's
 SIGMA_DATA = 0.5  # sigma_d of the consistency function for teachers without one (EDM's and Song et al.'s value)
 FLOW_SIGMAS = (0.002, 80.0)  # the sigma_ve range of a rectified-flow teacher's discretization (EDM's)
 

@@ -87,7 +87,7 @@ class Progressive(_Distillation):
     num_steps: int
     weighting: str = "truncated_snr"
     teacher_prediction: str | None = None  # None: the student's
-    solver: str = "ddim"
+    solver: str = distillation.PROGRESSIVE_SOLVER
     name = "progressive"
 
     def loss_and_grads(self, model, params, x0, rng, *, labels, rngs, first_index, global_batch, importance, frozen,
