@@ -132,21 +132,21 @@ def test_suspicious_values_warn_once():
 def test_flips_of_one_sided_data_warn(source, warned, monkeypatch):
     import warnings
 
+    def flip_warnings(config):
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            config_schema.validate_config(config)
+        return [w for w in record if "random_flip" in str(w.message)]
+
     monkeypatch.setattr(validation, "_warned", set())
     config = tiny_config(f"--config.data.source={source}", "--config.data.random_flip=True")
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        config_schema.validate_config(config)
-    flips = [w for w in record if "random_flip" in str(w.message)]
+    flips = flip_warnings(config)
     assert len(flips) == int(warned)
     if warned:
         assert issubclass(flips[0].category, validation.SuspiciousValueWarning)
         assert "set config.data.random_flip = False" in str(flips[0].message)
     config.data.random_flip = False
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        config_schema.validate_config(config)
-    assert not [w for w in record if "random_flip" in str(w.message)]
+    assert not flip_warnings(config)
 
 
 @pytest.mark.parametrize("args, message", [
